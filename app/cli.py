@@ -1,0 +1,60 @@
+"""The ``ml-api`` command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+cli = typer.Typer(help="ml-api: real-time inference with hot model swap.", no_args_is_help=True)
+
+
+def _prepare_metrics_dir() -> None:
+    """Multiprocess metrics need one fresh folder shared by this server's workers, set before
+    any worker imports prometheus_client."""
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        path = Path(configured)
+        if path.exists():
+            for child in path.glob("*.db"):
+                child.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        return
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ml-api-metrics-")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind [ML_API_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind [ML_API_PORT].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [ML_API_WORKERS].")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the API with uvicorn."""
+    import uvicorn
+
+    from app.settings import Settings
+
+    settings = Settings()  # fail fast on bad settings, before any worker starts
+    _prepare_metrics_dir()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        workers=workers or settings.workers,
+        log_level=settings.log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if metrics_dir.startswith(tempfile.gettempdir()) and "ml-api-metrics-" in metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    cli()

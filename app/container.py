@@ -1,0 +1,38 @@
+"""The one place where the service is wired together."""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from app.metrics import ServiceMetrics
+from app.registry.store import ModelRegistry
+from app.security import AdminTokenChecker
+from app.serving.drift import DriftMonitor
+from app.serving.holder import ModelHolder
+from app.serving.inputs import InputLimits
+from app.serving.prediction import PredictionService
+from app.settings import Settings
+
+
+class Container(containers.DeclarativeContainer):
+    wiring_config = containers.WiringConfiguration(
+        modules=["app.api.predict", "app.api.experiments", "app.api.admin", "app.api.health"]
+    )
+
+    settings = providers.Dependency(instance_of=Settings)
+
+    registry = providers.Singleton(ModelRegistry, url=settings.provided.registry_url)
+    metrics = providers.Singleton(ServiceMetrics)
+    input_limits = providers.Singleton(
+        InputLimits,
+        max_rows=settings.provided.max_rows,
+        max_string_length=settings.provided.max_string_length,
+    )
+    model_holder = providers.Singleton(
+        ModelHolder, registry=registry, metrics=metrics, limits=input_limits
+    )
+    drift_monitor = providers.Singleton(DriftMonitor, window_rows=settings.provided.drift_window)
+    prediction_service = providers.Singleton(
+        PredictionService, holder=model_holder, metrics=metrics, drift=drift_monitor
+    )
+    admin_tokens = providers.Singleton(AdminTokenChecker, token=settings.provided.admin_token)

@@ -1,0 +1,93 @@
+"""Domain errors. Each carries the HTTP status it maps to; domain code knows nothing of HTTP."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports to a client."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServiceError):
+    """A request whose content does not match what the active model takes."""
+
+    status_code = 422
+    code = "invalid_input"
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class MalformedRequest(InvalidInput):
+    """A body that cannot be parsed at all (bad JSON, bad CSV encoding)."""
+
+    status_code = 400
+    code = "malformed_request"
+
+
+class PayloadTooLarge(InvalidInput):
+    """Too many rows or too many bytes."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class NoActiveModel(ServiceError):
+    status_code = 503
+    code = "no_active_model"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class ManagementDisabled(ServiceError):
+    status_code = 403
+    code = "management_disabled"
+
+
+class InvalidTag(ServiceError):
+    status_code = 422
+    code = "invalid_tag"
+
+
+class ExperimentNotFound(ServiceError):
+    status_code = 404
+    code = "experiment_not_found"
+
+
+class ExperimentExists(ServiceError):
+    status_code = 409
+    code = "experiment_exists"
+
+
+class ModelRejected(ServiceError):
+    """A model that failed a check on load (hash, trusted types, schema, reference sample)."""
+
+    status_code = 422
+    code = "model_rejected"
+
+
+class RegistryUnavailable(ServiceError):
+    status_code = 503
+    code = "registry_unavailable"
+
+
+class BrokenExperiment(ServiceError):
+    """An experiment whose metadata cannot be read or does not validate."""
+
+    status_code = 422
+    code = "broken_experiment"

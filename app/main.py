@@ -1,0 +1,137 @@
+"""Application factory: ``uvicorn --factory app.main:create_app`` or ``ml-api serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.api import admin, experiments, health, predict
+from app.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from app.container import Container
+from app.errors import InvalidInput, ServiceError, Unauthorized
+from app.metrics import process_exited
+from app.serving.background import follow_registry, measure_drift
+from app.settings import Settings
+
+logger = logging.getLogger("app")
+
+NOT_TRAFFIC = ("/metrics", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json")
+DESCRIPTION = """Real-time classification with hot model swap.
+
+* `POST /predict` takes rows as JSON or a CSV upload and answers with the label and class
+  probabilities of each row, naming the experiment that served them.
+* `GET /get_experiment_metas` lists the published experiments.
+* `POST /replace_ml_model` (bearer token) swaps the active model without downtime.
+"""
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    settings = settings or Settings()
+    container = container or Container(settings=settings)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        holder = container.model_holder()
+        await holder.sync_with_registry()
+        tasks = [
+            asyncio.create_task(
+                follow_registry(holder, settings.poll_seconds, settings.startup_retry_max_seconds),
+                name="follow-registry",
+            ),
+            asyncio.create_task(
+                measure_drift(
+                    holder,
+                    container.drift_monitor(),
+                    container.metrics(),
+                    settings.drift_interval_seconds,
+                ),
+                name="measure-drift",
+            ),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            holder.release_all()
+            process_exited(os.getpid())
+
+    app = FastAPI(
+        title="ml-api",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    for module in (predict, experiments, admin, health):
+        app.include_router(module.router)
+    _install_error_handlers(app, container)
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    counted = {
+        path
+        for module in (predict, experiments, admin, health)
+        for route in module.router.routes
+        if (path := getattr(route, "path", None))
+    } - set(NOT_TRAFFIC)
+    app.add_middleware(RequestMetricsMiddleware, counted_paths=counted, excluded_paths=NOT_TRAFFIC)
+    return app
+
+
+def _error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _install_error_handlers(app: FastAPI, container: Container) -> None:
+    metrics = container.metrics()
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if isinstance(exc, InvalidInput):
+            metrics.request_invalid(exc.reason)
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        if exc.status_code >= 500:
+            logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        return _error(exc.status_code, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        metrics.request_invalid("invalid_body")
+        return _error(422, "invalid_request", problems or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Internals stay in the log; the client learns only that it was our fault.
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "internal server error")

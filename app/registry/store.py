@@ -1,0 +1,216 @@
+"""The model registry over any fsspec URL: a local folder or an S3 bucket, same layout.
+
+Layout::
+
+    <root>/experiments/<tag>/model.skops   the fitted pipeline (skops format)
+    <root>/experiments/<tag>/meta.json     ExperimentMeta; written last, so it marks "published"
+    <root>/active.json                     ActivePointer naming the serving experiment
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from pydantic import ValidationError
+
+from app.errors import (
+    BrokenExperiment,
+    ExperimentExists,
+    ExperimentNotFound,
+    RegistryUnavailable,
+)
+from app.registry.meta import (
+    ActivePointer,
+    ExperimentMeta,
+    ExperimentSummary,
+    validate_tag,
+)
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+ACTIVE_FILE = "active.json"
+EXPERIMENTS_DIR = "experiments"
+
+
+class ModelRegistry:
+    """Reads and writes experiments and the active pointer; knows nothing of serving."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self._fs: fsspec.AbstractFileSystem = fs
+        self._root = root.rstrip("/")
+        self._local = isinstance(fs, LocalFileSystem)
+
+    # -- paths -------------------------------------------------------------------------
+    def _path(self, *parts: str) -> str:
+        return "/".join([self._root, *parts])
+
+    def _experiment_path(self, tag: str, name: str | None = None) -> str:
+        parts = [EXPERIMENTS_DIR, validate_tag(tag)]
+        if name is not None:
+            parts.append(name)
+        return self._path(*parts)
+
+    # -- low level ---------------------------------------------------------------------
+    def _read(self, path: str) -> bytes:
+        try:
+            data: bytes = self._fs.cat_file(path)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # any transport error means storage is out of reach
+            raise RegistryUnavailable(f"registry unreachable while reading {path}: {exc}") from exc
+        return data
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self._fs.invalidate_cache(path)
+            return bool(self._fs.exists(path))
+        except Exception as exc:
+            raise RegistryUnavailable(f"registry unreachable: {exc}") from exc
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        """Write so that readers see the old content or the new, never a half-written file.
+
+        Object stores make a PUT atomic already; on a local disk write aside then rename.
+        """
+        try:
+            if self._local:
+                directory = os.path.dirname(path)
+                os.makedirs(directory, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                    raise
+            else:
+                self._fs.pipe_file(path, data)
+                self._fs.invalidate_cache(path)
+        except Exception as exc:
+            raise RegistryUnavailable(f"registry unreachable while writing {path}: {exc}") from exc
+
+    # -- experiments -------------------------------------------------------------------
+    def list_tags(self) -> list[str]:
+        """Tags of published experiments (those whose meta.json exists)."""
+        base = self._path(EXPERIMENTS_DIR)
+        try:
+            self._fs.invalidate_cache(base)
+            if not self._fs.exists(base):
+                return []
+            entries = self._fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise RegistryUnavailable(f"registry unreachable while listing: {exc}") from exc
+        tags = []
+        for entry in entries:
+            name = str(entry).rstrip("/").rsplit("/", 1)[-1]
+            try:
+                validate_tag(name)
+            except Exception:
+                logger.warning("ignoring registry entry with an invalid tag name: %r", name)
+                continue
+            tags.append(name)
+        return sorted(tags)
+
+    def read_meta(self, tag: str) -> ExperimentMeta:
+        path = self._experiment_path(tag, META_FILE)
+        try:
+            raw = self._read(path)
+        except FileNotFoundError:
+            raise ExperimentNotFound(f"no experiment with tag {tag!r} in the registry") from None
+        try:
+            meta = ExperimentMeta.model_validate_json(raw)
+        except ValidationError as exc:
+            raise BrokenExperiment(f"experiment {tag!r}: meta.json is invalid: {exc}") from exc
+        if meta.tag != tag:
+            raise BrokenExperiment(f"experiment {tag!r}: meta.json names tag {meta.tag!r}")
+        return meta
+
+    def read_model_bytes(self, meta: ExperimentMeta) -> bytes:
+        path = self._experiment_path(meta.tag, meta.model_file)
+        try:
+            return self._read(path)
+        except FileNotFoundError:
+            raise BrokenExperiment(f"experiment {meta.tag!r}: model file is missing") from None
+
+    def list_experiments(self) -> list[ExperimentSummary]:
+        """Every experiment, newest first; broken ones are listed with their error."""
+        active = self.read_active_or_none()
+        summaries: list[ExperimentSummary] = []
+        for tag in self.list_tags():
+            try:
+                meta = self.read_meta(tag)
+            except ExperimentNotFound:
+                continue  # a folder without meta.json is a publish in progress
+            except BrokenExperiment as exc:
+                summaries.append(ExperimentSummary(tag=tag, broken=True, error=exc.message))
+                continue
+            summaries.append(
+                ExperimentSummary(
+                    tag=tag,
+                    created_at=meta.created_at,
+                    model_type=meta.model_type,
+                    metrics=meta.metrics,
+                    params=meta.params,
+                    active=active is not None and active.tag == tag,
+                )
+            )
+        epoch = datetime.min.replace(tzinfo=UTC)
+        summaries.sort(key=lambda s: (s.created_at or epoch, s.tag), reverse=True)
+        return summaries
+
+    def write_experiment(self, meta: ExperimentMeta, model_bytes: bytes) -> None:
+        """Publish once: model first, meta.json last. An existing experiment is never replaced."""
+        if self._exists(self._experiment_path(meta.tag, META_FILE)):
+            raise ExperimentExists(f"experiment {meta.tag!r} is already published")
+        self._write_atomic(self._experiment_path(meta.tag, meta.model_file), model_bytes)
+        payload = meta.model_dump_json(indent=2).encode()
+        self._write_atomic(self._experiment_path(meta.tag, META_FILE), payload)
+
+    # -- active pointer ----------------------------------------------------------------
+    def read_active(self) -> ActivePointer | None:
+        """The active pointer, None when none was ever written.
+
+        Raises RegistryUnavailable when storage is out of reach and BrokenExperiment when
+        the pointer exists but cannot be parsed.
+        """
+        try:
+            raw = self._read(self._path(ACTIVE_FILE))
+        except FileNotFoundError:
+            return None
+        try:
+            return ActivePointer.model_validate_json(raw)
+        except ValidationError as exc:
+            raise BrokenExperiment(f"active.json is unreadable: {exc}") from exc
+
+    def read_active_or_none(self) -> ActivePointer | None:
+        try:
+            return self.read_active()
+        except BrokenExperiment as exc:
+            logger.error("%s", exc.message)
+            return None
+
+    def write_active(self, tag: str, *, updated_by: str, previous_tag: str | None) -> ActivePointer:
+        validate_tag(tag)
+        pointer = ActivePointer(
+            tag=tag,
+            updated_at=datetime.now(UTC),
+            updated_by=updated_by,
+            previous_tag=previous_tag,
+        )
+        self._write_atomic(self._path(ACTIVE_FILE), pointer.model_dump_json(indent=2).encode())
+        return pointer

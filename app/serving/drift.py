@@ -1,0 +1,124 @@
+"""Input drift: population stability index (PSI) of recent inputs against training data.
+
+The training distribution is recorded at publish time in ``meta.json`` (``training_profile``):
+quantile bins for numeric features, frequencies for categories. Requests only append their
+columns to a bounded window; PSI is computed periodically off the request path.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from app.registry.meta import CategoricalProfile, FeatureProfile, FeatureSpec, NumericProfile
+
+# Floor for empty bins: keeps PSI finite when a bin is empty on one side.
+EPSILON = 1e-4
+NUMERIC_BINS = 10
+OTHER = "__other__"
+
+
+def profile_training_data(
+    frame: pd.DataFrame, features: Sequence[FeatureSpec]
+) -> dict[str, FeatureProfile]:
+    """Describe the training distribution of each feature, for later drift checks."""
+    profiles: dict[str, FeatureProfile] = {}
+    for feature in features:
+        column = frame[feature.name]
+        missing = float(column.isna().mean())
+        present = column.dropna()
+        if feature.dtype == "category":
+            shares = present.astype(str).value_counts(normalize=True)
+            profiles[feature.name] = CategoricalProfile(
+                frequencies={str(k): float(v) for k, v in shares.items()}, missing=missing
+            )
+            continue
+        values = present.astype(float).to_numpy()
+        inner = np.unique(np.quantile(values, np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]))
+        edges = inner.tolist()
+        proportions = _numeric_shares(values, edges)
+        profiles[feature.name] = NumericProfile(
+            edges=edges, proportions=proportions.tolist(), missing=missing
+        )
+    return profiles
+
+
+def _numeric_shares(values: np.ndarray[Any, Any], edges: list[float]) -> np.ndarray[Any, Any]:
+    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+    total = counts.sum()
+    return counts / total if total else np.zeros(len(edges) + 1)
+
+
+def psi(
+    expected: Sequence[float] | np.ndarray[Any, Any],
+    actual: Sequence[float] | np.ndarray[Any, Any],
+) -> float:
+    e = np.clip(np.asarray(expected, dtype=float), EPSILON, None)
+    a = np.clip(np.asarray(actual, dtype=float), EPSILON, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def feature_psi(profile: FeatureProfile, values: np.ndarray[Any, Any]) -> float | None:
+    """PSI of ``values`` against ``profile``; None when there is nothing to compare."""
+    if isinstance(profile, NumericProfile):
+        numbers = values.astype(float)
+        numbers = numbers[~np.isnan(numbers)]
+        if numbers.size == 0:
+            return None
+        return psi(profile.proportions, _numeric_shares(numbers, profile.edges))
+    present = [v for v in values.tolist() if isinstance(v, str)]
+    if not present:
+        return None
+    categories = list(profile.frequencies)
+    counts = dict.fromkeys([*categories, OTHER], 0)
+    for value in present:
+        counts[value if value in profile.frequencies else OTHER] += 1
+    expected = [profile.frequencies[c] for c in categories] + [0.0]
+    actual = [counts[c] / len(present) for c in [*categories, OTHER]]
+    return psi(expected, actual)
+
+
+class DriftMonitor:
+    """A bounded window of recent input columns for the serving model, and its PSI."""
+
+    def __init__(self, window_rows: int) -> None:
+        self._window_rows = window_rows
+        self._lock = threading.Lock()
+        self._tag: str | None = None
+        self._chunks: deque[Mapping[str, np.ndarray[Any, Any]]] = deque()
+        self._rows = 0
+
+    def record(self, tag: str, columns: Mapping[str, np.ndarray[Any, Any]], n_rows: int) -> None:
+        """Cheap by design: it runs on the request path."""
+        with self._lock:
+            if tag != self._tag:
+                self._tag, self._chunks, self._rows = tag, deque(), 0
+            self._chunks.append(columns)
+            self._rows += n_rows
+            while self._chunks and self._rows - _rows_of(self._chunks[0]) >= self._window_rows:
+                self._rows -= _rows_of(self._chunks.popleft())
+
+    def compute(self, profiles: Mapping[str, FeatureProfile], tag: str) -> dict[str, float]:
+        with self._lock:
+            if tag != self._tag or not self._chunks:
+                return {}
+            chunks = list(self._chunks)
+        result: dict[str, float] = {}
+        for feature, profile in profiles.items():
+            parts = [chunk[feature] for chunk in chunks if feature in chunk]
+            if not parts:
+                continue
+            value = feature_psi(profile, np.concatenate(parts)[-self._window_rows :])
+            if value is not None and math.isfinite(value):
+                result[feature] = value
+        return result
+
+
+def _rows_of(chunk: Mapping[str, np.ndarray[Any, Any]]) -> int:
+    return len(next(iter(chunk.values()))) if chunk else 0

@@ -1,0 +1,267 @@
+"""Turns request bodies (JSON rows or CSV) into validated column arrays for one model schema.
+
+Validation happens once per request, column by column, so the model sees exactly the
+dtypes it was trained on; every error names the row and the feature.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
+from app.registry.meta import FeatureSpec
+
+# Beyond this magnitude a float64 loses integer precision and scaling becomes meaningless;
+# such values are almost always unit or encoding mistakes.
+MAX_ABS_NUMBER = 1e15
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    max_rows: int
+    max_string_length: int
+
+
+@dataclass
+class Batch:
+    """Validated rows as one array per feature, plus what monitoring wants to know."""
+
+    columns: dict[str, np.ndarray[Any, Any]]
+    n_rows: int
+    unknown_categories: dict[str, int] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns, copy=False)
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class InputSchema:
+    """The input contract of one model: feature names, dtypes, categories, nullability."""
+
+    def __init__(self, features: Sequence[FeatureSpec], limits: InputLimits) -> None:
+        self.features = list(features)
+        self.names = [feature.name for feature in self.features]
+        self._name_set = frozenset(self.names)
+        self._known = {
+            f.name: frozenset(f.categories or ()) for f in self.features if f.dtype == "category"
+        }
+        self.limits = limits
+
+    # -- JSON ------------------------------------------------------------------------
+    def parse_json(self, body: bytes) -> Batch:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedRequest(
+                f"body is not valid JSON: {exc}", reason="malformed_json"
+            ) from exc
+        if not isinstance(document, dict) or "instances" not in document:
+            raise InvalidInput(
+                'body must be a JSON object with an "instances" list of rows',
+                reason="malformed_body",
+            )
+        extra = sorted(set(document) - {"instances"})
+        if extra:
+            raise InvalidInput(f"unknown top-level field(s): {', '.join(extra)}", "malformed_body")
+        instances = document["instances"]
+        if not isinstance(instances, list):
+            raise InvalidInput('"instances" must be a list of rows', reason="malformed_body")
+        return self.rows_to_batch(instances)
+
+    def rows_to_batch(self, rows: Sequence[Any]) -> Batch:
+        self._check_count(len(rows))
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InvalidInput(
+                    f"instances[{index}] must be an object mapping feature names to values",
+                    reason="malformed_body",
+                )
+            if row.keys() != self._name_set:
+                self._explain_keys(row.keys(), f"instances[{index}]")
+        columns: dict[str, np.ndarray[Any, Any]] = {}
+        unknown: dict[str, int] = {}
+        for feature in self.features:
+            values = [row[feature.name] for row in rows]
+            columns[feature.name] = self._column(feature, values, "instances[{}]", unknown)
+        return Batch(columns=columns, n_rows=len(rows), unknown_categories=unknown)
+
+    # -- CSV -------------------------------------------------------------------------
+    def parse_csv(self, data: bytes) -> Batch:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise MalformedRequest(
+                f"CSV file is not UTF-8 text (byte {exc.start}): re-encode it as UTF-8",
+                reason="malformed_csv",
+            ) from exc
+        if "\x00" in text:
+            raise MalformedRequest("CSV file contains NUL bytes", reason="malformed_csv")
+        try:
+            records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        except csv.Error as exc:
+            raise MalformedRequest(f"CSV file is malformed: {exc}", reason="malformed_csv") from exc
+        records = [record for record in records if record]  # blank lines carry no rows
+        if not records:
+            raise InvalidInput("CSV file is empty: expected a header row", reason="empty")
+        header, body = records[0], records[1:]
+        header = [name.strip() for name in header]
+        if len(set(header)) != len(header):
+            raise InvalidInput("CSV header repeats a column name", reason="malformed_csv")
+        self._explain_keys(set(header), "CSV header", must_differ=False)
+        self._check_count(len(body))
+        position = {name: i for i, name in enumerate(header)}
+        for line_index, record in enumerate(body):
+            if len(record) != len(header):
+                raise InvalidInput(
+                    f"CSV line {line_index + 2}: {len(record)} fields, header has {len(header)}",
+                    reason="malformed_csv",
+                )
+        columns: dict[str, np.ndarray[Any, Any]] = {}
+        unknown: dict[str, int] = {}
+        for feature in self.features:
+            raw = [record[position[feature.name]] for record in body]
+            values = [self._from_csv_cell(feature, cell, i) for i, cell in enumerate(raw)]
+            columns[feature.name] = self._column(feature, values, "CSV line {}", unknown, 2)
+        return Batch(columns=columns, n_rows=len(body), unknown_categories=unknown)
+
+    def _from_csv_cell(self, feature: FeatureSpec, cell: str, index: int) -> Any:
+        cell = cell.strip()
+        if cell == "" or cell.lower() in {"na", "nan", "null"}:
+            return None
+        if feature.dtype == "category":
+            return cell
+        try:
+            number = float(cell)
+        except ValueError:
+            raise InvalidInput(
+                f"CSV line {index + 2}, column {feature.name!r}: expected a number, "
+                f"got {_describe(cell)}",
+                reason="wrong_type",
+            ) from None
+        if feature.dtype == "int" and number.is_integer():
+            return int(number)
+        return number
+
+    # -- shared ----------------------------------------------------------------------
+    def _check_count(self, n_rows: int) -> None:
+        if n_rows == 0:
+            raise InvalidInput("no rows: send at least one instance", reason="empty")
+        if n_rows > self.limits.max_rows:
+            raise PayloadTooLarge(
+                f"{n_rows} rows is more than the limit of {self.limits.max_rows} (ML_API_MAX_ROWS)",
+                reason="too_many_rows",
+            )
+
+    def _explain_keys(self, keys: Iterable[str], where: str, must_differ: bool = True) -> None:
+        keys = set(keys)
+        missing = [name for name in self.names if name not in keys]
+        unknown = sorted(keys - self._name_set)
+        if missing:
+            raise InvalidInput(
+                f"{where}: missing feature(s) {', '.join(map(repr, missing))}",
+                reason="missing_feature",
+            )
+        if unknown:
+            raise InvalidInput(
+                f"{where}: unknown feature(s) {', '.join(map(repr, unknown))}; "
+                f"expected {', '.join(self.names)}",
+                reason="unknown_feature",
+            )
+
+    def _column(
+        self,
+        feature: FeatureSpec,
+        values: list[Any],
+        where: str,
+        unknown: dict[str, int],
+        offset: int = 0,
+    ) -> np.ndarray[Any, Any]:
+        if feature.dtype == "category":
+            return self._category_column(feature, values, where, unknown, offset)
+        return self._numeric_column(feature, values, where, offset)
+
+    def _null(self, feature: FeatureSpec, where: str, index: int, offset: int) -> None:
+        if not feature.nullable:
+            raise InvalidInput(
+                f"{where.format(index + offset)}: feature {feature.name!r} may not be null",
+                reason="null_value",
+            )
+
+    def _numeric_column(
+        self, feature: FeatureSpec, values: list[Any], where: str, offset: int
+    ) -> np.ndarray[Any, Any]:
+        out = np.empty(len(values), dtype=np.float64)
+        for index, value in enumerate(values):
+            if value is None:
+                self._null(feature, where, index, offset)
+                out[index] = math.nan
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInput(
+                    f"{where.format(index + offset)}: feature {feature.name!r} expects a number, "
+                    f"got {_describe(value)}",
+                    reason="wrong_type",
+                )
+            number = float(value) if abs(value) <= MAX_ABS_NUMBER else math.inf
+            if not math.isfinite(number):
+                raise InvalidInput(
+                    f"{where.format(index + offset)}: feature {feature.name!r} is out of range "
+                    f"(|x| must be finite and at most {MAX_ABS_NUMBER:g})",
+                    reason="out_of_range",
+                )
+            if feature.dtype == "int" and not number.is_integer():
+                raise InvalidInput(
+                    f"{where.format(index + offset)}: feature {feature.name!r} expects an integer, "
+                    f"got {_describe(value)}",
+                    reason="wrong_type",
+                )
+            out[index] = number
+        return out
+
+    def _category_column(
+        self,
+        feature: FeatureSpec,
+        values: list[Any],
+        where: str,
+        unknown: dict[str, int],
+        offset: int,
+    ) -> np.ndarray[Any, Any]:
+        out = np.empty(len(values), dtype=object)
+        known = self._known[feature.name]
+        limit = self.limits.max_string_length
+        for index, value in enumerate(values):
+            if value is None:
+                self._null(feature, where, index, offset)
+                out[index] = math.nan
+                continue
+            if not isinstance(value, str):
+                raise InvalidInput(
+                    f"{where.format(index + offset)}: feature {feature.name!r} expects a string, "
+                    f"got {_describe(value)}",
+                    reason="wrong_type",
+                )
+            if len(value) > limit:
+                raise InvalidInput(
+                    f"{where.format(index + offset)}: feature {feature.name!r} is longer than "
+                    f"{limit} characters",
+                    reason="too_long",
+                )
+            if value not in known:
+                # Served anyway (the encoder ignores unknown categories) but counted: an
+                # unseen category is an early sign of drift.
+                unknown[feature.name] = unknown.get(feature.name, 0) + 1
+            out[index] = value
+        return out

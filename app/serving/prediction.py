@@ -1,0 +1,45 @@
+"""The /predict use case: validate against the active model, predict, observe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+
+from app.metrics import ServiceMetrics
+from app.serving.drift import DriftMonitor
+from app.serving.holder import ModelHolder
+from app.serving.inputs import Batch
+from app.serving.model import LoadedModel, PredictionResult
+
+# Small batches are scored inline: a thread hop costs more than the model call. Larger ones
+# go to a worker thread so the event loop keeps serving other requests meanwhile.
+INLINE_MAX_ROWS = 64
+
+
+class PredictionService:
+    def __init__(self, holder: ModelHolder, metrics: ServiceMetrics, drift: DriftMonitor) -> None:
+        self._holder = holder
+        self._metrics = metrics
+        self._drift = drift
+
+    async def predict_json(self, body: bytes) -> dict[str, Any]:
+        model = self._holder.active()
+        batch = model.schema.parse_json(body)
+        return await self._predict(model, batch)
+
+    async def predict_csv(self, data: bytes) -> dict[str, Any]:
+        model = self._holder.active()
+        batch = model.schema.parse_csv(data)
+        return await self._predict(model, batch)
+
+    async def _predict(self, model: LoadedModel, batch: Batch) -> dict[str, Any]:
+        result: PredictionResult
+        if batch.n_rows <= INLINE_MAX_ROWS:
+            result = model.predict(batch)
+        else:
+            result = await anyio.to_thread.run_sync(model.predict, batch)
+        labels = result.labels
+        self._metrics.rows_predicted(model.tag, labels, result.confidence, batch.unknown_categories)
+        self._drift.record(model.tag, batch.columns, batch.n_rows)
+        return {"model_tag": model.tag, "predictions": result.rows()}

@@ -1,0 +1,136 @@
+"""Shared fixtures: registries holding real trained models, an S3 server, app clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.main import create_app
+from app.registry.store import ModelRegistry
+from app.settings import Settings
+from tests.models import publish
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def seed_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Published once per session: ``base`` (logreg, active) and ``boost`` (hgb)."""
+    root = tmp_path_factory.mktemp("seed-registry")
+    registry = ModelRegistry(str(root))
+    publish(registry, "base", "logreg", activate=True)
+    publish(registry, "boost", "hgb")
+    return root
+
+
+@pytest.fixture
+def registry_dir(seed_registry: Path, tmp_path: Path) -> Path:
+    """A private copy of the seed registry for one test."""
+    target = tmp_path / "registry"
+    shutil.copytree(seed_registry, target)
+    return target
+
+
+@pytest.fixture
+def registry(registry_dir: Path) -> ModelRegistry:
+    return ModelRegistry(str(registry_dir))
+
+
+@pytest.fixture
+def settings(registry_dir: Path) -> Settings:
+    return Settings(
+        registry_url=str(registry_dir),
+        admin_token=ADMIN_TOKEN,
+        poll_seconds=0.2,
+        drift_interval_seconds=0.2,
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as http,
+    ):
+        yield http
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+# -- S3: a real S3-compatible HTTP server on 127.0.0.1 --------------------------------
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    process = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        endpoint = f"http://127.0.0.1:{port}"
+        # s3fs, boto3 and every server process started by tests find the server this way.
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_registry_url(s3_endpoint: str, seed_registry: Path) -> str:
+    """A fresh bucket holding a copy of the seed registry."""
+    bucket = f"reg-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket=bucket)
+    for path in seed_registry.rglob("*"):
+        if path.is_file():
+            key = f"models/{path.relative_to(seed_registry).as_posix()}"
+            client.upload_file(str(path), bucket, key)
+    return f"s3://{bucket}/models"

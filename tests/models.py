@@ -1,0 +1,117 @@
+"""Real trained scikit-learn models for tests, and helpers to publish them to a registry."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from typing import Any
+
+import numpy as np
+import palmerpenguins
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from app.registry.meta import ExperimentMeta, FeatureSpec
+from app.registry.publish import publish_experiment
+from app.registry.store import ModelRegistry
+
+NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+CATEGORICAL = ["island", "sex"]
+TARGET = "species"
+
+
+@cache
+def penguins() -> pd.DataFrame:
+    frame = palmerpenguins.load_penguins().drop(columns=["year"])
+    for column in [*CATEGORICAL, TARGET]:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
+    return frame
+
+
+def features() -> list[FeatureSpec]:
+    frame = penguins()
+    specs = [
+        FeatureSpec(
+            name=name,
+            dtype="category",
+            categories=sorted(str(v) for v in frame[name].dropna().unique()),
+            nullable=True,
+        )
+        for name in CATEGORICAL
+    ]
+    specs += [FeatureSpec(name=name, dtype="float", nullable=True) for name in NUMERIC]
+    return specs
+
+
+def _pipeline(kind: str) -> Pipeline:
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore")),
+        ]
+    )
+    prep = ColumnTransformer([("num", numeric, NUMERIC), ("cat", categorical, CATEGORICAL)])
+    estimator: Any
+    if kind == "logreg":
+        estimator = LogisticRegression(max_iter=500, C=0.05)
+    elif kind == "hgb":
+        estimator = HistGradientBoostingClassifier(max_iter=30, random_state=0)
+    else:  # pragma: no cover - a test typo
+        raise ValueError(kind)
+    return Pipeline([("prep", prep), ("model", estimator)])
+
+
+@cache
+def trained(kind: str) -> Pipeline:
+    frame = penguins()
+    names = [f.name for f in features()]
+    model = _pipeline(kind)
+    model.fit(frame[names], frame[TARGET])
+    return model
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def sample_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Rows as /predict takes them (None for missing values)."""
+    frame = penguins()
+    names = [f.name for f in features()]
+    rows: list[dict[str, Any]] = []
+    for record in frame[names].iloc[offset : offset + n].to_dict(orient="records"):
+        rows.append(
+            {
+                str(k): None if isinstance(v, float) and math.isnan(v) else v
+                for k, v in record.items()
+            }
+        )
+    return rows
+
+
+def publish(
+    registry: ModelRegistry, tag: str, kind: str = "logreg", activate: bool = False
+) -> ExperimentMeta:
+    frame = penguins()
+    names = [f.name for f in features()]
+    meta = publish_experiment(
+        registry,
+        tag=tag,
+        model=trained(kind),
+        features=features(),
+        training_frame=frame[names],
+        reference_instances=sample_rows(5, offset=0) + sample_rows(3, offset=200),
+        model_type=kind,
+        params={"type": kind},
+        metrics={"accuracy": 0.97 if kind == "logreg" else 0.98},
+        git_commit="0" * 40,
+    )
+    if activate:
+        registry.write_active(tag, updated_by="test", previous_tag=None)
+    return meta
