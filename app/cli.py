@@ -27,6 +27,11 @@ def _prepare_metrics_dir() -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ml-api-metrics-")
 
 
+@cli.callback()
+def main() -> None:
+    """ml-api: real-time inference with hot model swap, and its training pipeline."""
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind [ML_API_HOST].")] = None,
@@ -54,6 +59,18 @@ def serve(
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if metrics_dir.startswith(tempfile.gettempdir()) and "ml-api-metrics-" in metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@cli.command()
+def report(
+    output: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("report.md"),
+    baseline: Annotated[str, typer.Option(help="Git revision to compare metrics with.")] = "main",
+) -> None:
+    """Write the merge-request report: metrics against the baseline revision, and plots."""
+    from ml.report import write_report
+
+    write_report(output, baseline_rev=baseline)
+    typer.echo(f"report written to {output}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""Real ``ml-api serve`` processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from tests.conftest import ADMIN_TOKEN, PROJECT_ROOT, free_port
+
+
+class Server:
+    """One ``ml-api serve`` process (and its workers) on a random port of 127.0.0.1."""
+
+    def __init__(
+        self,
+        registry_url: str,
+        *,
+        workers: int = 1,
+        poll_seconds: float = 0.5,
+        log_path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self._log_path = log_path
+        self._env = {
+            **os.environ,
+            "ML_API_REGISTRY_URL": registry_url,
+            "ML_API_ADMIN_TOKEN": ADMIN_TOKEN,
+            "ML_API_POLL_SECONDS": str(poll_seconds),
+            "ML_API_LOG_LEVEL": "warning",
+            **(env or {}),
+        }
+        self._env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_ready: bool = True) -> Server:
+        log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", *self._serve_options()],
+            cwd=PROJECT_ROOT,
+            env=self._env,
+            stdout=log,
+            stderr=log,
+        )
+        self.wait(ready=wait_ready)
+        return self
+
+    def _serve_options(self) -> list[str]:
+        return ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
+
+    def wait(self, ready: bool = True, timeout: float = 60.0) -> None:
+        path = "/v2/health/ready" if ready else "/v2/health/live"
+        deadline = time.monotonic() + timeout
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}")
+            try:
+                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server on {self.url} not {'ready' if ready else 'live'} in time")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout=10)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0)
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}

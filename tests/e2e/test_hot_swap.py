@@ -1,0 +1,144 @@
+"""Hot-swap guarantees, end to end: real ``ml-api serve`` processes over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.e2e.server import Server, auth_headers
+from tests.models import features, sample_rows, trained
+
+pytestmark = pytest.mark.e2e
+
+ROWS = sample_rows(2, offset=0) + sample_rows(2, offset=150) + sample_rows(2, offset=280)
+KIND_OF = {"base": "logreg", "boost": "hgb"}
+
+
+def expected_probabilities(tag: str) -> np.ndarray[Any, Any]:
+    frame = pd.DataFrame(ROWS)[[f.name for f in features()]]
+    for name in ("island", "sex"):
+        frame[name] = frame[name].astype(object)
+    return np.asarray(trained(KIND_OF[tag]).predict_proba(frame))
+
+
+def assert_served_by_named_model(body: dict[str, Any]) -> None:
+    """Guarantee 1: the probabilities are exactly those of the model the response names."""
+    classes = list(body["predictions"][0]["probabilities"])
+    got = np.array([[p["probabilities"][c] for c in classes] for p in body["predictions"]])
+    np.testing.assert_allclose(got, expected_probabilities(body["model_tag"]), rtol=1e-9)
+
+
+def swap(url: str, tag: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{url}/replace_ml_model", json={"tag": tag}, headers=auth_headers(), timeout=30
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def tags_seen(url: str, n: int) -> set[str]:
+    """Tags of ``n`` requests, each on a new connection so that every worker gets some."""
+    seen = set()
+    for _ in range(n):
+        with httpx.Client(timeout=10) as fresh:
+            seen.add(fresh.post(f"{url}/predict", json={"instances": ROWS[:1]}).json()["model_tag"])
+    return seen
+
+
+def test_predict_swap_and_restart_keep_the_last_active_tag(registry_dir: Path) -> None:
+    with Server(str(registry_dir)) as server, server.client() as http:
+        first = http.post("/predict", json={"instances": ROWS}).json()
+        assert first["model_tag"] == "base"
+        assert_served_by_named_model(first)
+        assert swap(server.url, "boost")["previous_tag"] == "base"
+        second = http.post("/predict", json={"instances": ROWS}).json()
+        assert second["model_tag"] == "boost"
+        assert_served_by_named_model(second)
+    # Guarantee 4: a restart comes back with the last active tag.
+    with Server(str(registry_dir)) as again, again.client() as http:
+        assert http.get("/v2/health/ready").json()["model_tag"] == "boost"
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_swap_reaches_every_worker_and_replica(
+    storage: str, registry_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """Guarantee 3, with 2 workers in one server and a second server on the same registry."""
+    url = str(registry_dir) if storage == "local" else request.getfixturevalue("s3_registry_url")
+    poll = 0.5
+    with Server(url, workers=2, poll_seconds=poll) as a, Server(url, poll_seconds=poll) as b:
+        assert tags_seen(a.url, 20) == {"base"}
+        assert tags_seen(b.url, 3) == {"base"}
+        swap(b.url, "boost")
+        swapped_at = time.monotonic()
+        # The promise is a bound in time: by then every worker and replica must serve it.
+        time.sleep(max(0.0, swapped_at + poll + 1.0 - time.monotonic()))
+        assert tags_seen(a.url, 30) == {"boost"}
+        assert tags_seen(b.url, 3) == {"boost"}
+
+
+async def _client_loop(
+    url: str,
+    stop: asyncio.Event,
+    statuses: list[int],
+    bodies: list[dict[str, Any]],
+    progress: asyncio.Condition,
+) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        while not stop.is_set():
+            response = await http.post("/predict", json={"instances": ROWS})
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                bodies.append(response.json())
+            async with progress:
+                progress.notify_all()
+
+
+async def _swapper(
+    url: str, swaps: int, stop: asyncio.Event, bodies: list[Any], progress: asyncio.Condition
+) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for i in range(swaps):
+            target = "boost" if i % 2 == 0 else "base"
+            response = await http.post(
+                "/replace_ml_model", json={"tag": target}, headers=auth_headers()
+            )
+            assert response.status_code == 200, response.text
+            # Guarantee 2: once the swap returned, this worker serves the new model.
+            after = await http.post("/predict", json={"instances": ROWS})
+            assert after.json()["model_tag"] == target
+            async with progress:  # let traffic flow between swaps
+                wanted = (i + 1) * 20
+                await progress.wait_for(lambda: len(bodies) >= wanted)  # noqa: B023
+    stop.set()
+
+
+def test_no_failed_request_under_load_with_repeated_swaps(registry_dir: Path) -> None:
+    """Guarantee 5 (and 1 for every response): 8 clients, 10 swaps, zero non-2xx."""
+
+    async def scenario(url: str) -> tuple[list[int], list[dict[str, Any]]]:
+        stop = asyncio.Event()
+        statuses: list[int] = []
+        bodies: list[dict[str, Any]] = []
+        progress = asyncio.Condition()
+        clients = [_client_loop(url, stop, statuses, bodies, progress) for _ in range(8)]
+        await asyncio.wait_for(
+            asyncio.gather(_swapper(url, 10, stop, bodies, progress), *clients), timeout=120
+        )
+        return statuses, bodies
+
+    with Server(str(registry_dir), workers=2) as server:
+        statuses, bodies = asyncio.run(scenario(server.url))
+    assert len(statuses) >= 200
+    assert set(statuses) == {200}
+    assert {b["model_tag"] for b in bodies} == {"base", "boost"}
+    for body in bodies[:: max(1, len(bodies) // 50)]:
+        assert_served_by_named_model(body)
