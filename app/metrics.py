@@ -95,6 +95,9 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self._info: tuple[str, str] | None = None
         MODEL_READY.set(0)
+        # Series that exist from the start make increase() and alerts see their first event.
+        for result in ("success", "failure"):
+            MODEL_SWAPS.labels(result)
 
     # -- model lifecycle -------------------------------------------------------------
     def model_activated(self, tag: str, model_type: str, load_seconds: float) -> None:

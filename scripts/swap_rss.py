@@ -11,6 +11,7 @@ of a model per swap.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def main(
     ),
     swaps: Annotated[int, typer.Option(min=2, max=10_000)] = 200,
 ) -> None:
-    token = "swap-rss-script-token-0123456789"
+    token = secrets.token_hex(24)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ML_API_REGISTRY_URL": registry_url, "ML_API_ADMIN_TOKEN": token}

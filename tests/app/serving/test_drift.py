@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from app.metrics import INPUT_DRIFT_PSI
+from app.serving.drift import DriftMonitor, feature_psi, profile_training_data
+from app.serving.inputs import InputLimits, InputSchema
+from tests.models import features, penguins, sample_rows
+
+ALERTS = Path(__file__).resolve().parents[3] / "prometheus" / "alerts.yml"
+
+
+def alert_threshold() -> float:
+    """The PSI above which the drift alert fires, read from the alert rules."""
+    match = re.search(r"ml_api_input_drift_psi\)\s*>\s*([0-9.]+)", ALERTS.read_text())
+    assert match, "drift alert rule not found"
+    return float(match.group(1))
+
+
+def _profiles() -> dict[str, Any]:
+    frame = penguins()
+    return profile_training_data(frame[[f.name for f in features()]], features())
+
+
+def _psi_of(rows: list[dict[str, Any]]) -> dict[str, float]:
+    schema = InputSchema(features(), InputLimits(max_rows=10_000, max_string_length=256))
+    batch = schema.rows_to_batch(rows)
+    monitor = DriftMonitor(window_rows=1000)
+    monitor.record("m", batch.columns, batch.n_rows)
+    return monitor.compute(_profiles(), "m")
+
+
+def _shifted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        row | {"body_mass_g": None if row["body_mass_g"] is None else row["body_mass_g"] + 1500}
+        for row in rows
+    ]
+
+
+def test_unshifted_inputs_keep_psi_low() -> None:
+    rng = np.random.default_rng(0)
+    rows = sample_rows(344)
+    picked = [rows[i] for i in rng.choice(len(rows), size=300, replace=False)]
+    psi = _psi_of(picked)
+    assert set(psi) == {f.name for f in features()}
+    assert max(psi.values()) < 0.1
+
+
+def test_shifted_numeric_feature_raises_its_psi_above_the_alert_threshold() -> None:
+    psi = _psi_of(_shifted(sample_rows(344)))
+    assert psi["body_mass_g"] > alert_threshold()
+    assert psi["bill_length_mm"] < 0.1  # untouched features stay quiet
+
+
+def test_shifted_category_raises_psi() -> None:
+    rows = [row | {"island": "Torgersen"} for row in sample_rows(344)]
+    assert _psi_of(rows)["island"] > alert_threshold()
+
+
+def test_unseen_categories_count_as_drift() -> None:
+    profile = _profiles()["island"]
+    values = np.array(["Atlantis"] * 50 + ["Biscoe"] * 50, dtype=object)
+    psi = feature_psi(profile, values)
+    assert psi is not None
+    assert psi > alert_threshold()
+
+
+def test_window_is_bounded() -> None:
+    monitor = DriftMonitor(window_rows=100)
+    columns = {"x": np.zeros(30)}
+    for _ in range(20):
+        monitor.record("m", columns, 30)
+    assert monitor._rows <= 130
+
+
+@pytest.mark.parametrize(("shift", "high"), [(False, False), (True, True)])
+async def test_service_exports_drift_gauge(
+    client: httpx.AsyncClient, shift: bool, high: bool
+) -> None:
+    labels = {"model_tag": "base", "feature": "body_mass_g"}
+    INPUT_DRIFT_PSI.labels(**labels).set(-1)  # so only a fresh measurement counts
+    rows = sample_rows(344)
+    rows = _shifted(rows) if shift else rows
+    for start in range(0, len(rows), 50):
+        response = await client.post("/predict", json={"instances": rows[start : start + 50]})
+        assert response.status_code == 200
+
+    async def measured() -> float:
+        # The drift loop of the app recomputes every 0.2 s (settings fixture).
+        while True:
+            value = REGISTRY.get_sample_value("ml_api_input_drift_psi", labels)
+            if value is not None and value >= 0:
+                return value
+            await asyncio.sleep(0.05)
+
+    value = await asyncio.wait_for(measured(), timeout=10)
+    assert (value > alert_threshold()) is high
