@@ -11,6 +11,10 @@ export POETRY_PYPI_MIRROR_URL ?= $(shell python3 -c 'import os; from pip._intern
 export POETRY_VIRTUALENVS_IN_PROJECT := true
 VENV_BIN := .venv/bin
 
+# One registry for training and serving: an absolute path, so `dvc exp run --temp` (which runs
+# in a temporary copy of the repository) publishes here too.
+train serve: export ML_API_REGISTRY_URL ?= $(CURDIR)/registry
+
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
@@ -33,14 +37,21 @@ $(POETRY):
 
 install: .venv/.installed
 
+# Stage commands run `python` from PATH: the project's venv comes first. `dvc exp run` runs in
+# the workspace and needs a git commit; the baseline (logreg) is published first, so it is
+# the active model of a new registry. Rerunning publishes nothing twice.
 train: install
-	$(VENV_BIN)/dvc repro
-	$(VENV_BIN)/dvc exp run -S model.type=hgb
+	PATH="$(CURDIR)/$(VENV_BIN):$$PATH" $(VENV_BIN)/dvc repro
+	PATH="$(CURDIR)/$(VENV_BIN):$$PATH" $(VENV_BIN)/dvc exp run --temp -S model.type=hgb
 
 run: train serve
 
+# Without a token management is disabled; a local run makes one up so a newcomer can hot-swap
+# at once (set ML_API_ADMIN_TOKEN to choose it).
 serve: install
-	$(VENV_BIN)/ml-api serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+	@token="$${ML_API_ADMIN_TOKEN:-$$(python3 -c 'import secrets; print(secrets.token_hex(24))')}"; \
+	echo "ml-api on http://$(HOST):$(PORT)  (docs: /docs)  admin token: $$token"; \
+	ML_API_ADMIN_TOKEN="$$token" exec $(VENV_BIN)/ml-api serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: install
 	$(VENV_BIN)/pytest $(PYTEST_ARGS)

@@ -67,9 +67,14 @@ def report(
     baseline: Annotated[str, typer.Option(help="Git revision to compare metrics with.")] = "main",
 ) -> None:
     """Write the merge-request report: metrics against the baseline revision, and plots."""
+    from ml.errors import ReportError
     from ml.report import write_report
 
-    write_report(output, baseline_rev=baseline)
+    try:
+        write_report(output, baseline_rev=baseline)
+    except ReportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(f"report written to {output}")
 
 

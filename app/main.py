@@ -7,10 +7,12 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,6 +26,7 @@ from app.settings import Settings
 
 logger = logging.getLogger("app")
 
+TRAFFIC = ("/predict", "/get_experiment_metas", "/replace_ml_model")
 NOT_TRAFFIC = ("/metrics", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json")
 DESCRIPTION = """Real-time classification with hot model swap.
 
@@ -76,8 +79,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         lifespan=lifespan,
     )
     app.state.container = container
-    for module in (predict, experiments, admin, health):
+    app.router.routes.append(predict.route)
+    for module in (experiments, admin, health):
         app.include_router(module.router)
+    _document(app)
     _install_error_handlers(app, container)
 
     if settings.cors_origins:
@@ -87,15 +92,35 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    counted = {
-        path
-        for module in (predict, experiments, admin, health)
-        for route in module.router.routes
-        if (path := getattr(route, "path", None))
-    } - set(NOT_TRAFFIC)
-    app.add_middleware(RequestMetricsMiddleware, counted_paths=counted, excluded_paths=NOT_TRAFFIC)
+    metrics = container.metrics()
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics
+    )
+    app.add_middleware(
+        RequestMetricsMiddleware,
+        metrics=metrics,
+        counted_paths=TRAFFIC,
+        excluded_paths=NOT_TRAFFIC,
+    )
     return app
+
+
+def _document(app: FastAPI) -> None:
+    """OpenAPI from the FastAPI routes, plus the /predict operation (a plain route)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            predict.document(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _error(

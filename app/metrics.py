@@ -8,6 +8,7 @@ workers, gauges use the aggregation noted on each.
 from __future__ import annotations
 
 import os
+from collections import Counter as Tally
 from collections.abc import Mapping
 from typing import Any
 
@@ -112,6 +113,14 @@ class ServiceMetrics:
         MODEL_SWAPS.labels("success" if succeeded else "failure").inc()
 
     # -- traffic -----------------------------------------------------------------------
+    def request_started(self, handler: str, method: str) -> None:
+        HTTP_IN_PROGRESS.labels(handler, method).inc()
+
+    def request_finished(self, handler: str, method: str, status: int, seconds: float) -> None:
+        HTTP_IN_PROGRESS.labels(handler, method).dec()
+        HTTP_REQUESTS.labels(handler, method, str(status)).inc()
+        HTTP_DURATION.labels(handler, method).observe(seconds)
+
     def request_invalid(self, reason: str) -> None:
         INVALID_REQUESTS.labels(reason).inc()
 
@@ -123,8 +132,7 @@ class ServiceMetrics:
         unknown_categories: Mapping[str, int],
     ) -> None:
         ROWS_PER_REQUEST.observe(len(labels))
-        values, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
-        for label, count in zip(values.tolist(), counts.tolist(), strict=True):
+        for label, count in Tally(labels).items():
             PREDICTIONS.labels(tag, label).inc(count)
         histogram = CONFIDENCE.labels(tag)
         for value in confidence.tolist():
@@ -135,6 +143,41 @@ class ServiceMetrics:
     def drift_measured(self, tag: str, psi_by_feature: Mapping[str, float]) -> None:
         for feature, psi in psi_by_feature.items():
             INPUT_DRIFT_PSI.labels(tag, feature).set(psi)
+
+
+class NullMetrics(ServiceMetrics):
+    """Observes nothing: what the service costs without metrics (benchmarks override the
+    container's ``metrics`` provider with it)."""
+
+    def __init__(self) -> None:
+        self._info = None
+
+    def model_activated(self, tag: str, model_type: str, load_seconds: float) -> None:
+        return None
+
+    def swap_finished(self, succeeded: bool) -> None:
+        return None
+
+    def request_started(self, handler: str, method: str) -> None:
+        return None
+
+    def request_finished(self, handler: str, method: str, status: int, seconds: float) -> None:
+        return None
+
+    def request_invalid(self, reason: str) -> None:
+        return None
+
+    def rows_predicted(
+        self,
+        tag: str,
+        labels: list[str],
+        confidence: np.ndarray[Any, Any],
+        unknown_categories: Mapping[str, int],
+    ) -> None:
+        return None
+
+    def drift_measured(self, tag: str, psi_by_feature: Mapping[str, float]) -> None:
+        return None
 
 
 def render_latest() -> tuple[bytes, str]:

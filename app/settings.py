@@ -52,12 +52,28 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest back-off between attempts to load the active model at start.",
     )
+    runtime: Literal["auto", "sklearn", "onnx"] = Field(
+        default="auto",
+        description="Model runtime: auto serves the ONNX copy when publishing verified it.",
+    )
+    batch_max_rows: int = Field(
+        default=256, gt=0, description="Most rows one micro-batched model call may carry."
+    )
+    batch_max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Extra wait to fill a batch, only while requests are already queued.",
+    )
     drift_window: int = Field(
         default=5_000, gt=0, description="Rows kept per worker to compute input drift (PSI)."
     )
     drift_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often each worker recomputes drift from its window."
     )
+
+    @property
+    def batch_max_wait_seconds(self) -> float:
+        return self.batch_max_wait_ms / 1000
 
     @field_validator("registry_url")
     @classmethod

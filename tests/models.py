@@ -19,6 +19,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from app.registry.meta import ExperimentMeta, FeatureSpec
 from app.registry.publish import publish_experiment
 from app.registry.store import ModelRegistry
+from app.serving.inputs import MISSING_CATEGORY
 
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 CATEGORICAL = ["island", "sex"]
@@ -30,6 +31,8 @@ def penguins() -> pd.DataFrame:
     frame = palmerpenguins.load_penguins().drop(columns=["year"])
     for column in [*CATEGORICAL, TARGET]:
         frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
+    for column in CATEGORICAL:  # the serving convention for a missing category
+        frame[column] = frame[column].fillna(MISSING_CATEGORY)
     return frame
 
 
@@ -39,7 +42,7 @@ def features() -> list[FeatureSpec]:
         FeatureSpec(
             name=name,
             dtype="category",
-            categories=sorted(str(v) for v in frame[name].dropna().unique()),
+            categories=sorted(str(v) for v in frame[name].unique() if v != MISSING_CATEGORY),
             nullable=True,
         )
         for name in CATEGORICAL
@@ -52,7 +55,7 @@ def _pipeline(kind: str) -> Pipeline:
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     categorical = Pipeline(
         [
-            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("impute", SimpleImputer(missing_values=MISSING_CATEGORY, strategy="most_frequent")),
             ("onehot", OneHotEncoder(handle_unknown="ignore")),
         ]
     )
@@ -77,7 +80,9 @@ def trained(kind: str) -> Pipeline:
 
 
 def _json_value(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
+    if value == MISSING_CATEGORY or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
 
 
 def sample_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
@@ -86,13 +91,19 @@ def sample_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
     names = [f.name for f in features()]
     rows: list[dict[str, Any]] = []
     for record in frame[names].iloc[offset : offset + n].to_dict(orient="records"):
-        rows.append(
-            {
-                str(k): None if isinstance(v, float) and math.isnan(v) else v
-                for k, v in record.items()
-            }
-        )
+        rows.append({str(k): _json_value(v) for k, v in record.items()})
     return rows
+
+
+def model_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """What the service hands the model for ``rows``, built independently of its code."""
+    names = [f.name for f in features()]
+    frame = pd.DataFrame(rows)[names]
+    for name in CATEGORICAL:
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), MISSING_CATEGORY)
+    for name in NUMERIC:
+        frame[name] = frame[name].astype(float)
+    return frame
 
 
 def publish(

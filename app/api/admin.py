@@ -15,9 +15,11 @@ router = APIRouter(tags=["management"])
     "/replace_ml_model",
     response_model=ReplaceResponse,
     responses={
+        400: {"model": ErrorResponse, "description": "Body is not valid JSON."},
         401: {"model": ErrorResponse, "description": "Missing or wrong bearer token."},
         403: {"model": ErrorResponse, "description": "No admin token is configured."},
         404: {"model": ErrorResponse, "description": "No experiment with that tag."},
+        413: {"model": ErrorResponse, "description": "Body larger than ML_API_MAX_UPLOAD_BYTES."},
         422: {"model": ErrorResponse, "description": "Invalid tag, or the model failed a check."},
         503: {"model": ErrorResponse, "description": "Registry unreachable."},
     },

@@ -9,7 +9,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge
-from app.metrics import HTTP_DURATION, HTTP_IN_PROGRESS, HTTP_REQUESTS, INVALID_REQUESTS
+from app.metrics import ServiceMetrics
 
 
 class RequestMetricsMiddleware:
@@ -20,9 +20,14 @@ class RequestMetricsMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, counted_paths: Iterable[str], excluded_paths: Iterable[str]
+        self,
+        app: ASGIApp,
+        metrics: ServiceMetrics,
+        counted_paths: Iterable[str],
+        excluded_paths: Iterable[str],
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.counted = frozenset(counted_paths)
         self.excluded = frozenset(excluded_paths)
 
@@ -41,23 +46,21 @@ class RequestMetricsMiddleware:
             await send(message)
 
         started = time.perf_counter()
-        in_progress = HTTP_IN_PROGRESS.labels(handler, method)
-        in_progress.inc()
+        self.metrics.request_started(handler, method)
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            in_progress.dec()
-            HTTP_REQUESTS.labels(handler, method, str(status)).inc()
-            HTTP_DURATION.labels(handler, method).observe(time.perf_counter() - started)
+            self.metrics.request_finished(handler, method, status, time.perf_counter() - started)
 
 
 class BodySizeLimitMiddleware:
     """Refuses bodies over ``max_bytes``: at once when Content-Length says so, else while
     streaming, before the whole body is buffered."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServiceMetrics) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
@@ -84,7 +87,7 @@ class BodySizeLimitMiddleware:
         return f"request body is larger than {self.max_bytes} bytes (ML_API_MAX_UPLOAD_BYTES)"
 
     async def _refuse(self, send: Send, declared: int) -> None:
-        INVALID_REQUESTS.labels("too_large").inc()
+        self.metrics.request_invalid("too_large")
         body = orjson.dumps({"error": {"code": "payload_too_large", "message": self._message()}})
         await send(
             {

@@ -84,6 +84,27 @@ class Reference(BaseModel):
         return self
 
 
+class OnnxInfo(BaseModel):
+    """``onnx`` key of meta.json: whether an ONNX copy exists and how it compared."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    status: Literal["ok", "failed"]
+    file: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    checked_rows: int = 0
+    max_abs_diff: float | None = None
+    tolerance: float | None = None
+    note: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file_is_a_plain_name(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or "\\" in value or value.startswith(".")):
+            raise ValueError("onnx.file must be a plain file name inside the experiment")
+        return value
+
+
 class ExperimentMeta(BaseModel):
     """``experiments/<tag>/meta.json``: everything needed to serve, compare and audit a model."""
 
@@ -103,6 +124,7 @@ class ExperimentMeta(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     reference: Reference
     training_profile: dict[str, FeatureProfile] = Field(default_factory=dict)
+    onnx: OnnxInfo | None = None
 
     @field_validator("tag")
     @classmethod

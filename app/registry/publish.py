@@ -19,9 +19,11 @@ import pandas as pd
 from app.errors import ExperimentExists
 from app.registry.meta import ExperimentMeta, FeatureSpec, Reference, validate_tag
 from app.registry.model_file import dump_model, load_model, sha256_hex, untrusted_types
+from app.registry.onnx_export import ONNX_FILE, export_checked
 from app.registry.store import ModelRegistry
 from app.serving.drift import profile_training_data
-from app.serving.inputs import InputLimits, InputSchema
+from app.serving.inputs import InputLimits, InputSchema, batch_from_frame
+from app.serving.runtime import SklearnRuntime
 
 VERSIONED_PACKAGES = ("scikit-learn", "numpy", "pandas", "skops")
 
@@ -33,15 +35,16 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _schema(features: Sequence[FeatureSpec], rows: int) -> InputSchema:
+    return InputSchema(features, InputLimits(max_rows=max(rows, 1), max_string_length=10**6))
+
+
 def reference_labels(
     model: Any, features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, Any]]
 ) -> list[str]:
     """Labels ``model`` gives ``instances`` when they go through the serving input path."""
-    schema = InputSchema(
-        features, InputLimits(max_rows=len(instances) or 1, max_string_length=10**6)
-    )
-    batch = schema.rows_to_batch([dict(row) for row in instances])
-    probabilities = model.predict_proba(batch.to_frame())
+    batch = _schema(features, len(instances)).rows_to_batch([dict(row) for row in instances])
+    probabilities = SklearnRuntime(model, features).predict_proba(batch)
     classes = [str(c) for c in model.classes_]
     return [classes[i] for i in probabilities.argmax(axis=1)]
 
@@ -59,14 +62,17 @@ def publish_experiment(
     metrics: Mapping[str, Any],
     git_commit: str | None,
     extra: Mapping[str, Any] | None = None,
+    check_frame: pd.DataFrame | None = None,
     exist_ok: bool = False,
     activate_if_none: bool = False,
 ) -> ExperimentMeta:
     """Write ``model`` and its ``meta.json`` as experiment ``tag``.
 
     ``training_frame`` is the data the model was fitted on (feature columns only); its
-    distribution is recorded for drift monitoring. With ``exist_ok`` an already published
-    tag is returned as it is (experiments are immutable) instead of raising ExperimentExists.
+    distribution is recorded for drift monitoring. ``check_frame`` (held-out rows, feature
+    columns) is used with the reference rows to check the ONNX copy. With ``exist_ok`` an
+    already published tag is returned as it is (experiments are immutable) instead of raising
+    ExperimentExists.
     With ``activate_if_none`` the experiment becomes active when no model is active yet.
     """
     validate_tag(tag)
@@ -74,6 +80,10 @@ def publish_experiment(
     sha = sha256_hex(data)
     reloaded = load_model(data, expected_sha256=sha)
     instances = [dict(row) for row in reference_instances]
+    checks = [_schema(features, len(instances)).rows_to_batch(instances)]
+    if check_frame is not None and len(check_frame):
+        checks.append(batch_from_frame(check_frame, features))
+    onnx_bytes, onnx_info = export_checked(reloaded, features, checks)
     meta = ExperimentMeta(
         tag=tag,
         created_at=datetime.now(UTC),
@@ -90,10 +100,12 @@ def publish_experiment(
             instances=instances, labels=reference_labels(reloaded, features, instances)
         ),
         training_profile=profile_training_data(training_frame, features),
+        onnx=onnx_info,
         **dict(extra or {}),
     )
+    extra_files = {ONNX_FILE: onnx_bytes} if onnx_bytes is not None else {}
     try:
-        registry.write_experiment(meta, data)
+        registry.write_experiment(meta, data, extra_files)
     except ExperimentExists:
         if not exist_ok:
             raise

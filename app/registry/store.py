@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,11 +174,26 @@ class ModelRegistry:
         summaries.sort(key=lambda s: (s.created_at or epoch, s.tag), reverse=True)
         return summaries
 
-    def write_experiment(self, meta: ExperimentMeta, model_bytes: bytes) -> None:
-        """Publish once: model first, meta.json last. An existing experiment is never replaced."""
+    def read_file(self, tag: str, name: str) -> bytes:
+        """Another artifact of an experiment (e.g. its ONNX copy)."""
+        try:
+            return self._read(self._experiment_path(tag, name))
+        except FileNotFoundError:
+            raise BrokenExperiment(f"experiment {tag!r}: {name} is missing") from None
+
+    def write_experiment(
+        self,
+        meta: ExperimentMeta,
+        model_bytes: bytes,
+        extra_files: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Publish once: artifacts first, meta.json last. An existing experiment is never
+        replaced."""
         if self._exists(self._experiment_path(meta.tag, META_FILE)):
             raise ExperimentExists(f"experiment {meta.tag!r} is already published")
         self._write_atomic(self._experiment_path(meta.tag, meta.model_file), model_bytes)
+        for name, data in (extra_files or {}).items():
+            self._write_atomic(self._experiment_path(meta.tag, name), data)
         payload = meta.model_dump_json(indent=2).encode()
         self._write_atomic(self._experiment_path(meta.tag, META_FILE), payload)
 

@@ -21,7 +21,12 @@ async def follow_registry(holder: ModelHolder, poll_seconds: float, max_backoff:
     replica reaches this one. While no model could be loaded yet, retry with back-off."""
     delay = FIRST_RETRY_SECONDS
     while True:
-        in_sync = await holder.sync_with_registry()
+        try:
+            in_sync = await holder.sync_with_registry()
+        except Exception:
+            # Ending this loop would leave the worker deaf to every later swap.
+            logger.exception("following the registry failed; keeping %s", holder.active_tag)
+            in_sync = False
         if in_sync or holder.ready:
             delay = FIRST_RETRY_SECONDS
             await asyncio.sleep(poll_seconds)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from app.registry.meta import CategoricalProfile, FeatureProfile, FeatureSpec, NumericProfile
+from app.serving.inputs import MISSING_CATEGORY
 
 # Floor for empty bins: keeps PSI finite when a bin is empty on one side.
 EPSILON = 1e-4
@@ -31,6 +32,8 @@ def profile_training_data(
     profiles: dict[str, FeatureProfile] = {}
     for feature in features:
         column = frame[feature.name]
+        if feature.dtype == "category":
+            column = column.where(column.astype(str) != MISSING_CATEGORY)
         missing = float(column.isna().mean())
         present = column.dropna()
         if feature.dtype == "category":
@@ -72,7 +75,7 @@ def feature_psi(profile: FeatureProfile, values: np.ndarray[Any, Any]) -> float 
         if numbers.size == 0:
             return None
         return psi(profile.proportions, _numeric_shares(numbers, profile.edges))
-    present = [v for v in values.tolist() if isinstance(v, str)]
+    present = [v for v in values.tolist() if isinstance(v, str) and v != MISSING_CATEGORY]
     if not present:
         return None
     categories = list(profile.frequencies)

@@ -90,7 +90,7 @@ class ModelHolder:
                         previous_tag=previous.tag if previous else None,
                     )
                 )
-            except ServiceError:
+            except Exception:  # a bug in loading is a failed swap too, for the swap alerts
                 self._metrics.swap_finished(succeeded=False)
                 raise
             self._install(model)
@@ -131,6 +131,11 @@ class ModelHolder:
                     pointer.tag,
                     self.active_tag,
                     exc.message,
+                )
+                return False
+            except Exception:
+                logger.exception(
+                    "cannot load %s named by the pointer, keeping %s", pointer.tag, self.active_tag
                 )
                 return False
             self._install(model)

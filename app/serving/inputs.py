@@ -20,6 +20,11 @@ import pandas as pd
 from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 from app.registry.meta import FeatureSpec
 
+# How a missing category reaches the model: an empty string, which both the training
+# pipeline's imputer (``missing_values=""``) and its ONNX conversion understand (ONNX string
+# tensors have no NaN).
+MISSING_CATEGORY = ""
+
 # Beyond this magnitude a float64 loses integer precision and scaling becomes meaningless;
 # such values are almost always unit or encoding mistakes.
 MAX_ABS_NUMBER = 1e15
@@ -38,9 +43,58 @@ class Batch:
     columns: dict[str, np.ndarray[Any, Any]]
     n_rows: int
     unknown_categories: dict[str, int] = field(default_factory=dict)
+    # All numeric features as one (rows x features) float64 array, in schema order, when
+    # the schema is all-numeric: array-fitted models take it as it is.
+    matrix: np.ndarray[Any, Any] | None = None
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.columns, copy=False)
+
+    @staticmethod
+    def concat(batches: Sequence[Batch]) -> Batch:
+        """One batch of all rows, in order: what micro-batching sends to the model."""
+        if len(batches) == 1:
+            return batches[0]
+        names = list(batches[0].columns)
+        matrices = [b.matrix for b in batches]
+        return Batch(
+            columns={n: np.concatenate([b.columns[n] for b in batches]) for n in names},
+            n_rows=sum(b.n_rows for b in batches),
+            matrix=None if any(m is None for m in matrices) else np.concatenate(matrices),  # type: ignore[arg-type]
+        )
+
+
+def batch_from_frame(frame: pd.DataFrame, features: Sequence[FeatureSpec]) -> Batch:
+    """A batch straight from a training-style frame (NaN or "" for missing values)."""
+    columns: dict[str, np.ndarray[Any, Any]] = {}
+    for feature in features:
+        column = frame[feature.name]
+        if feature.dtype == "category":
+            filled = column.astype(object).where(column.notna(), MISSING_CATEGORY)
+            columns[feature.name] = filled.astype(str).to_numpy(dtype=object)
+        else:
+            columns[feature.name] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return Batch(columns=columns, n_rows=len(frame))
+
+
+_NUMBER_TYPES = (int, float)
+
+
+def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
+    """The column as float64 when every value is a finite, sane int or float, else None.
+
+    ``type(v) in`` rather than isinstance: bool is an int subclass and must not pass.
+    """
+    for value in values:
+        if type(value) not in _NUMBER_TYPES:
+            return None
+    try:
+        array = np.array(values, dtype=np.float64)
+    except OverflowError:
+        return None
+    if not np.all(np.abs(array) <= MAX_ABS_NUMBER):  # also False for NaN and infinities
+        return None
+    return array
 
 
 def _describe(value: object) -> str:
@@ -55,6 +109,14 @@ class InputSchema:
         self.features = list(features)
         self.names = [feature.name for feature in self.features]
         self._name_set = frozenset(self.names)
+        self._numeric_names = [f.name for f in self.features if f.dtype != "category"]
+        self._numeric_index = {name: i for i, name in enumerate(self._numeric_names)}
+        self._int_positions = [
+            i
+            for i, f in enumerate(f for f in self.features if f.dtype != "category")
+            if f.dtype == "int"
+        ]
+        self._all_numeric = len(self._numeric_names) == len(self.features)
         self._known = {
             f.name: frozenset(f.categories or ()) for f in self.features if f.dtype == "category"
         }
@@ -91,12 +153,40 @@ class InputSchema:
                 )
             if row.keys() != self._name_set:
                 self._explain_keys(row.keys(), f"instances[{index}]")
+        matrix = self._numeric_matrix(rows)
         columns: dict[str, np.ndarray[Any, Any]] = {}
         unknown: dict[str, int] = {}
         for feature in self.features:
+            if matrix is not None and feature.name in self._numeric_index:
+                columns[feature.name] = matrix[:, self._numeric_index[feature.name]]
+                continue
             values = [row[feature.name] for row in rows]
             columns[feature.name] = self._column(feature, values, "instances[{}]", unknown)
-        return Batch(columns=columns, n_rows=len(rows), unknown_categories=unknown)
+        return Batch(
+            columns=columns,
+            n_rows=len(rows),
+            unknown_categories=unknown,
+            matrix=matrix if self._all_numeric else None,
+        )
+
+    def _numeric_matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray[Any, Any] | None:
+        """All numeric values of all rows in one array, when they are all plain and sane.
+
+        One numpy call for the whole request instead of several per feature; anything
+        unusual (a null, a string, a bool, a huge number) returns None and the per-column
+        path finds and names it.
+        """
+        names = self._numeric_names
+        if not names:
+            return None
+        flat = [row[name] for row in rows for name in names]
+        matrix = _plain_numbers(flat)
+        if matrix is None:
+            return None
+        matrix = matrix.reshape(len(rows), len(names))
+        if self._int_positions and not np.all(np.mod(matrix[:, self._int_positions], 1) == 0):
+            return None
+        return matrix
 
     # -- CSV -------------------------------------------------------------------------
     def parse_csv(self, data: bytes) -> Batch:
@@ -120,7 +210,7 @@ class InputSchema:
         header = [name.strip() for name in header]
         if len(set(header)) != len(header):
             raise InvalidInput("CSV header repeats a column name", reason="malformed_csv")
-        self._explain_keys(set(header), "CSV header", must_differ=False)
+        self._explain_keys(set(header), "CSV header")
         self._check_count(len(body))
         position = {name: i for i, name in enumerate(header)}
         for line_index, record in enumerate(body):
@@ -165,7 +255,7 @@ class InputSchema:
                 reason="too_many_rows",
             )
 
-    def _explain_keys(self, keys: Iterable[str], where: str, must_differ: bool = True) -> None:
+    def _explain_keys(self, keys: Iterable[str], where: str) -> None:
         keys = set(keys)
         missing = [name for name in self.names if name not in keys]
         unknown = sorted(keys - self._name_set)
@@ -201,6 +291,15 @@ class InputSchema:
             )
 
     def _numeric_column(
+        self, feature: FeatureSpec, values: list[Any], where: str, offset: int
+    ) -> np.ndarray[Any, Any]:
+        fast = _plain_numbers(values)
+        if fast is not None and (feature.dtype == "float" or np.all(np.mod(fast, 1) == 0)):
+            return fast
+        # Something is off (or null): the per-value walk finds it and names the row.
+        return self._numeric_column_checked(feature, values, where, offset)
+
+    def _numeric_column_checked(
         self, feature: FeatureSpec, values: list[Any], where: str, offset: int
     ) -> np.ndarray[Any, Any]:
         out = np.empty(len(values), dtype=np.float64)
@@ -245,7 +344,7 @@ class InputSchema:
         for index, value in enumerate(values):
             if value is None:
                 self._null(feature, where, index, offset)
-                out[index] = math.nan
+                out[index] = MISSING_CATEGORY
                 continue
             if not isinstance(value, str):
                 raise InvalidInput(

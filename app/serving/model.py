@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from app.errors import ModelRejected
 from app.registry.meta import ExperimentMeta
-from app.registry.model_file import load_model
+from app.registry.model_file import load_model, sha256_hex
 from app.registry.store import ModelRegistry
 from app.serving.inputs import Batch, InputLimits, InputSchema
+from app.serving.runtime import OnnxRuntime, Runtime, SklearnRuntime
 
 
 class Classifier(Protocol):
@@ -48,38 +49,81 @@ class PredictionResult:
 
 
 class LoadedModel:
-    """One experiment's estimator with the schema that guards its input."""
+    """One experiment's runtime with the schema that guards its input."""
 
     def __init__(
-        self, meta: ExperimentMeta, estimator: Classifier, limits: InputLimits, load_seconds: float
+        self, meta: ExperimentMeta, runtime: Runtime, limits: InputLimits, load_seconds: float
     ) -> None:
         self.meta = meta
         self.tag = meta.tag
-        self.estimator = estimator
+        self.runtime = runtime
         self.schema = InputSchema(meta.features, limits)
         self.classes = [str(c) for c in meta.classes]
         self.load_seconds = load_seconds
+        # Measured at load on one warm single-row call; micro-batching starts from it.
+        self.call_seconds: float | None = None
+
+    def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        return self.runtime.predict_proba(batch)
 
     def predict(self, batch: Batch) -> PredictionResult:
-        probabilities = np.asarray(self.estimator.predict_proba(batch.to_frame()))
-        return PredictionResult(self.tag, self.classes, probabilities)
+        return PredictionResult(self.tag, self.classes, self.predict_proba(batch))
 
 
-def load_verified(registry: ModelRegistry, tag: str, limits: InputLimits) -> LoadedModel:
+RuntimeChoice = Literal["auto", "sklearn", "onnx"]
+
+
+def load_verified(
+    registry: ModelRegistry, tag: str, limits: InputLimits, runtime: RuntimeChoice = "auto"
+) -> LoadedModel:
     """Load ``tag`` and prove it fit to serve, or raise without touching anything serving.
 
     Checks, in order: metadata validates, file hash matches, only trusted types, the
-    estimator's classes and input columns match the metadata, and the reference rows give
-    the labels recorded at publish time.
+    estimator's classes and input columns match the metadata, the ONNX copy's hash when it is
+    to be served, and the reference rows give the labels recorded at publish time.
     """
     started = time.perf_counter()
     meta = registry.read_meta(tag)
     estimator = load_model(registry.read_model_bytes(meta), expected_sha256=meta.model_sha256)
     _check_schema(meta, estimator)
-    model = LoadedModel(meta, estimator, limits, load_seconds=0.0)
+    model = LoadedModel(meta, _runtime(registry, meta, estimator, runtime), limits, 0.0)
     _check_reference(model)
+    model.call_seconds = _time_one_row(model)
     model.load_seconds = time.perf_counter() - started
     return model
+
+
+def _runtime(
+    registry: ModelRegistry, meta: ExperimentMeta, estimator: Any, choice: RuntimeChoice
+) -> Runtime:
+    onnx = meta.onnx
+    usable = onnx is not None and onnx.status == "ok" and onnx.file and onnx.sha256
+    if choice == "onnx" and not usable:
+        note = onnx.note if onnx is not None else "no ONNX copy was published"
+        raise ModelRejected(f"experiment {meta.tag!r} has no usable ONNX copy: {note}")
+    if choice == "sklearn" or onnx is None or not usable:
+        try:
+            return SklearnRuntime(estimator, meta.features)
+        except ValueError as exc:
+            raise ModelRejected(f"experiment {meta.tag!r}: {exc}") from exc
+    data = registry.read_file(meta.tag, str(onnx.file))
+    if sha256_hex(data) != onnx.sha256:
+        raise ModelRejected(f"experiment {meta.tag!r}: ONNX file sha256 does not match meta.json")
+    try:
+        return OnnxRuntime(data, meta.features)
+    except Exception as exc:
+        raise ModelRejected(f"experiment {meta.tag!r}: ONNX model cannot be loaded: {exc}") from exc
+
+
+def _time_one_row(model: LoadedModel) -> float:
+    unlimited = replace(model.schema.limits, max_rows=1)
+    batch = InputSchema(model.meta.features, unlimited).rows_to_batch(
+        model.meta.reference.instances[:1]
+    )
+    model.predict_proba(batch)  # warm
+    started = time.perf_counter()
+    model.predict_proba(batch)
+    return time.perf_counter() - started
 
 
 def _check_schema(meta: ExperimentMeta, estimator: Any) -> None:

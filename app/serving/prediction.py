@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio.to_thread
-
 from app.metrics import ServiceMetrics
+from app.serving.batching import MicroBatcher
 from app.serving.drift import DriftMonitor
 from app.serving.holder import ModelHolder
 from app.serving.inputs import Batch
 from app.serving.model import LoadedModel, PredictionResult
 
-# Small batches are scored inline: a thread hop costs more than the model call. Larger ones
-# go to a worker thread so the event loop keeps serving other requests meanwhile.
-INLINE_MAX_ROWS = 64
-
 
 class PredictionService:
-    def __init__(self, holder: ModelHolder, metrics: ServiceMetrics, drift: DriftMonitor) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        metrics: ServiceMetrics,
+        drift: DriftMonitor,
+        batcher: MicroBatcher,
+    ) -> None:
         self._holder = holder
+        self._batcher = batcher
         self._metrics = metrics
         self._drift = drift
 
@@ -34,11 +36,8 @@ class PredictionService:
         return await self._predict(model, batch)
 
     async def _predict(self, model: LoadedModel, batch: Batch) -> dict[str, Any]:
-        result: PredictionResult
-        if batch.n_rows <= INLINE_MAX_ROWS:
-            result = model.predict(batch)
-        else:
-            result = await anyio.to_thread.run_sync(model.predict, batch)
+        probabilities = await self._batcher.predict_proba(model, batch)
+        result = PredictionResult(model.tag, model.classes, probabilities)
         labels = result.labels
         self._metrics.rows_predicted(model.tag, labels, result.confidence, batch.unknown_categories)
         self._drift.record(model.tag, batch.columns, batch.n_rows)

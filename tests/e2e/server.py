@@ -46,13 +46,17 @@ class Server:
 
     def start(self, wait_ready: bool = True) -> Server:
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", *self._serve_options()],
-            cwd=PROJECT_ROOT,
-            env=self._env,
-            stdout=log,
-            stderr=log,
-        )
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve", *self._serve_options()],
+                cwd=PROJECT_ROOT,
+                env=self._env,
+                stdout=log,
+                stderr=log,
+            )
+        finally:
+            if not isinstance(log, int):
+                log.close()  # the child has its own descriptor
         self.wait(ready=wait_ready)
         return self
 

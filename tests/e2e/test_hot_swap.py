@@ -9,11 +9,10 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 
 from tests.e2e.server import Server, auth_headers
-from tests.models import features, sample_rows, trained
+from tests.models import model_frame, sample_rows, trained
 
 pytestmark = pytest.mark.e2e
 
@@ -22,17 +21,15 @@ KIND_OF = {"base": "logreg", "boost": "hgb"}
 
 
 def expected_probabilities(tag: str) -> np.ndarray[Any, Any]:
-    frame = pd.DataFrame(ROWS)[[f.name for f in features()]]
-    for name in ("island", "sex"):
-        frame[name] = frame[name].astype(object)
-    return np.asarray(trained(KIND_OF[tag]).predict_proba(frame))
+    return np.asarray(trained(KIND_OF[tag]).predict_proba(model_frame(ROWS)))
 
 
 def assert_served_by_named_model(body: dict[str, Any]) -> None:
     """Guarantee 1: the probabilities are exactly those of the model the response names."""
     classes = list(body["predictions"][0]["probabilities"])
     got = np.array([[p["probabilities"][c] for c in classes] for p in body["predictions"]])
-    np.testing.assert_allclose(got, expected_probabilities(body["model_tag"]), rtol=1e-9)
+    # ONNX Runtime computes in float32: equal to scikit-learn within its publish tolerance.
+    np.testing.assert_allclose(got, expected_probabilities(body["model_tag"]), atol=1e-4)
 
 
 def swap(url: str, tag: str) -> dict[str, Any]:
@@ -78,9 +75,10 @@ def test_swap_reaches_every_worker_and_replica(
         assert tags_seen(a.url, 20) == {"base"}
         assert tags_seen(b.url, 3) == {"base"}
         swap(b.url, "boost")
-        swapped_at = time.monotonic()
-        # The promise is a bound in time: by then every worker and replica must serve it.
-        time.sleep(max(0.0, swapped_at + poll + 1.0 - time.monotonic()))
+        deadline = time.monotonic() + poll + 1.0  # the promise: within a poll and a second
+        while tags_seen(a.url, 10) != {"boost"} or tags_seen(b.url, 2) != {"boost"}:
+            assert time.monotonic() < deadline, "a worker or replica missed the swap"
+        # Once followed, never back: every new connection gets the new model.
         assert tags_seen(a.url, 30) == {"boost"}
         assert tags_seen(b.url, 3) == {"boost"}
 

@@ -26,7 +26,8 @@ from tests.monitoring.promql import Expression, all_expressions, referenced_metr
 
 pytestmark = pytest.mark.e2e
 
-SCRAPE_SECONDS = 1
+# A scrape may take no longer than its interval: 2 s leaves room on a busy machine.
+SCRAPE_SECONDS = 2
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, seed_registry: Path) -> 
             _wait_for(prometheus_url, 'count(ml_api_input_drift_psi{model_tag="boost"})')
             _load(service.url, swap=False)
             # Two scrapes after the last traffic: rate() and increase() have samples to use.
-            _wait_for(prometheus_url, 'count_over_time(up{job="ml-api"}[1m]) > 4')
+            _wait_for(prometheus_url, 'count_over_time(up{job="ml-api"}[1m]) > 3')
             yield prometheus_url
         finally:
             process.terminate()
@@ -139,6 +140,11 @@ def test_expression_runs_and_returns_data(monitored: str, expression: Expression
         for metric in sorted(referenced_metrics(expression.expr)):
             assert _has_data(_query(monitored, metric)), f"{expression.id}: no {metric}"
         return
+    # A scrape that failed on a busy machine leaves a gap; a few seconds later it is filled.
+    deadline = time.monotonic() + 4 * SCRAPE_SECONDS
+    while not _has_data(body) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        body = _query(monitored, expression.expr)
     assert _has_data(body), f"{expression.id}: no data for {expression.expr!r}"
 
 

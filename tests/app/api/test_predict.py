@@ -9,14 +9,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.registry.store import ModelRegistry
-from tests.models import sample_rows, trained
+from tests.models import model_frame, sample_rows, trained
 
 
 def _labels_from_model(rows: list[dict[str, Any]]) -> list[str]:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows).astype({"island": object, "sex": object})
-    return [str(x) for x in trained("logreg").predict(frame)]
+    return [str(x) for x in trained("logreg").predict(model_frame(rows))]
 
 
 async def test_json_rows_get_one_prediction_each_in_order(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,136 @@
+"""Adaptive micro-batching: concurrent requests for one model share one model call.
+
+Per-call overhead dominates a model call on a few rows, so rows from requests that arrive
+while the model is busy are scored together in the next call. Nothing waits when there is no
+queue: an idle model is called at once, and a model whose call is cheaper than a thread hop
+(an ONNX graph, typically) is called inline on the event loop. Queues are per model object, so
+a batch never mixes models, and each request gets back exactly its own rows, from the model
+it took, across a hot swap too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+
+from app.serving.inputs import Batch
+from app.serving.model import LoadedModel
+
+# Below this cost per call a thread hop (and batching) costs more than it saves.
+INLINE_BELOW_SECONDS = 0.0005
+# Weight of the newest call in the running estimate of the cost of a call.
+COST_SMOOTHING = 0.2
+
+Waiter = tuple[Batch, "asyncio.Future[np.ndarray[Any, Any]]"]
+
+
+@dataclass
+class _ModelQueue:
+    model: LoadedModel
+    pending: list[Waiter] = field(default_factory=list)
+    pending_rows: int = 0
+    draining: bool = False
+
+
+class MicroBatcher:
+    def __init__(self, max_rows: int, max_wait_seconds: float) -> None:
+        self.max_rows = max_rows
+        self.max_wait_seconds = max_wait_seconds
+        self._queues: dict[int, _ModelQueue] = {}
+        # Running estimate of a call's cost per model; weak, so it never keeps a model alive.
+        self._call_seconds: weakref.WeakKeyDictionary[LoadedModel, float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _record_cost(self, model: LoadedModel, seconds: float) -> None:
+        previous = self._call_seconds.get(model, model.call_seconds)
+        if previous is None:
+            self._call_seconds[model] = seconds
+        else:
+            self._call_seconds[model] = previous + COST_SMOOTHING * (seconds - previous)
+
+    def _worth_inlining(self, model: LoadedModel) -> bool:
+        cost = self._call_seconds.get(model, model.call_seconds)
+        return cost is None or cost < INLINE_BELOW_SECONDS
+
+    async def predict_proba(self, model: LoadedModel, batch: Batch) -> np.ndarray[Any, Any]:
+        queue = self._queues.get(id(model))
+        if queue is None:
+            queue = self._queues[id(model)] = _ModelQueue(model)
+        if not queue.draining and self._worth_inlining(model):
+            return self._call_inline(queue, batch)
+        future: asyncio.Future[np.ndarray[Any, Any]] = asyncio.get_running_loop().create_future()
+        queue.pending.append((batch, future))
+        queue.pending_rows += batch.n_rows
+        if not queue.draining:
+            queue.draining = True
+            asyncio.create_task(self._drain(queue), name=f"batch-{queue.model.tag}")  # noqa: RUF006
+        return await future
+
+    def _call_inline(self, queue: _ModelQueue, batch: Batch) -> np.ndarray[Any, Any]:
+        started = time.perf_counter()
+        try:
+            return queue.model.predict_proba(batch)
+        finally:
+            self._record_cost(queue.model, time.perf_counter() - started)
+            self._forget_if_idle(queue)
+
+    async def _drain(self, queue: _ModelQueue) -> None:
+        behind_a_call = False  # the first request found no queue: it never waits
+        try:
+            while queue.pending:
+                if (
+                    behind_a_call
+                    and self.max_wait_seconds > 0
+                    and queue.pending_rows < self.max_rows
+                ):
+                    await asyncio.sleep(self.max_wait_seconds)
+                behind_a_call = True
+                taken = self._take(queue)
+                combined = Batch.concat([batch for batch, _ in taken])
+                started = time.perf_counter()
+                try:
+                    probabilities = await anyio.to_thread.run_sync(
+                        queue.model.predict_proba, combined
+                    )
+                except Exception as exc:
+                    for _, future in taken:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                finally:
+                    self._record_cost(queue.model, time.perf_counter() - started)
+                self._hand_out(taken, probabilities)
+        finally:
+            queue.draining = False
+            self._forget_if_idle(queue)
+
+    def _take(self, queue: _ModelQueue) -> list[Waiter]:
+        taken: list[Waiter] = []
+        rows = 0
+        while queue.pending and (not taken or rows + queue.pending[0][0].n_rows <= self.max_rows):
+            item = queue.pending.pop(0)
+            rows += item[0].n_rows
+            taken.append(item)
+        queue.pending_rows -= rows
+        return taken
+
+    @staticmethod
+    def _hand_out(taken: list[Waiter], probabilities: np.ndarray[Any, Any]) -> None:
+        start = 0
+        for batch, future in taken:
+            end = start + batch.n_rows
+            if not future.done():  # the client may have gone away
+                future.set_result(probabilities[start:end])
+            start = end
+
+    def _forget_if_idle(self, queue: _ModelQueue) -> None:
+        # Dropping the queue drops its reference to the model, so a replaced model can be freed.
+        if not queue.draining and not queue.pending:
+            self._queues.pop(id(queue.model), None)

@@ -1,0 +1,70 @@
+"""The benchmark's model: StandardScaler + LogisticRegression on 30 numeric features.
+
+Fitted once (seeded) and published to a registry for ml-api; the same fitted object is saved
+with joblib for the peer servers (MLServer's scikit-learn runtime loads joblib files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from app.registry.meta import FeatureSpec
+from app.registry.publish import publish_experiment
+from app.registry.store import ModelRegistry
+
+N_FEATURES = 30
+TAG = "bench-logreg"
+
+
+def fitted() -> tuple[Pipeline, np.ndarray[Any, Any]]:
+    x, y = make_classification(
+        n_samples=2000, n_features=N_FEATURES, n_informative=12, n_classes=3, random_state=0
+    )
+    labels = np.array(["a", "b", "c"])[y]
+    model = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=1000))])
+    model.fit(x, labels)
+    return model, x
+
+
+def features() -> list[FeatureSpec]:
+    return [FeatureSpec(name=f"f{i}", dtype="float") for i in range(N_FEATURES)]
+
+
+def row(x: np.ndarray[Any, Any], i: int = 0) -> dict[str, float]:
+    return {f"f{j}": float(x[i, j]) for j in range(N_FEATURES)}
+
+
+def build(registry_dir: Path, joblib_path: Path | None = None) -> np.ndarray[Any, Any]:
+    """Publish the model as the active experiment; optionally save it for the peers."""
+    import pandas as pd
+
+    model, x = fitted()
+    frame = pd.DataFrame(x, columns=[f.name for f in features()])
+    registry = ModelRegistry(str(registry_dir))
+    publish_experiment(
+        registry,
+        tag=TAG,
+        model=model,
+        features=features(),
+        training_frame=frame,
+        reference_instances=[row(x, i) for i in range(5)],
+        model_type="logreg",
+        params={"C": 1.0},
+        metrics={},
+        git_commit=None,
+        check_frame=frame.iloc[:500],
+        exist_ok=True,
+        activate_if_none=True,
+    )
+    if joblib_path is not None:
+        import joblib
+
+        joblib.dump(model, joblib_path)
+    return x

@@ -1,0 +1,282 @@
+"""Benchmark ml-api against MLServer on the same fitted model, driven by wrk.
+
+The server is pinned to core 0 and wrk to core 1 (``taskset``), so the load generator does not
+steal the server's CPU. Every figure comes from wrk's own latency histogram.
+
+    .venv/bin/python bench/run.py                    # ml-api and MLServer, 1/8/32 clients
+    .venv/bin/python bench/run.py --skip-peer --duration 2 --clients 1   # smoke run
+
+MLServer and its scikit-learn runtime are installed into their own venv (``bench/.peer-venv``,
+ignored by git) on first use, from the package index pip is configured with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import psutil
+import sklearn
+import typer
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import bench_model  # noqa: E402
+
+PEER_VENV = BENCH / ".peer-venv"
+PEER_PACKAGES = ["mlserver", "mlserver-sklearn", f"scikit-learn=={sklearn.__version__}", "joblib"]
+RESULT = re.compile(
+    r"RESULT rps=(?P<rps>[\d.]+) p50_ms=(?P<p50>[\d.]+) p99_ms=(?P<p99>[\d.]+) "
+    r"errors=(?P<errors>\d+) non2xx_seen=(?P<non2xx>\d+) requests=(?P<requests>\d+)"
+)
+
+
+@dataclass
+class Measurement:
+    server: str
+    workload: str
+    clients: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rss_mib: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready within {timeout} s")
+
+
+def tree_rss_mib(pid: int) -> float:
+    process = psutil.Process(pid)
+    members = [process, *process.children(recursive=True)]
+    return sum(p.memory_info().rss for p in members) / 2**20
+
+
+@contextmanager
+def running(command: list[str], ready_url: str, env: dict[str, str]) -> Iterator[int]:
+    log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=ROOT)
+    try:
+        wait_ready(ready_url, process)
+        yield process.pid
+    except Exception:
+        log.flush()
+        sys.stderr.write(Path(log.name).read_text()[-3000:])
+        raise
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+
+
+def wrk(url: str, body: Path, clients: int, duration: float, cores: str) -> dict[str, float]:
+    env = {**os.environ, "WRK_BODY": str(body)}
+    command = ["taskset", "-c", cores, "wrk", "-t1", f"-c{clients}", f"-d{duration}s"]
+    command += ["--latency", "-s", str(BENCH / "predict.lua"), url]
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    match = RESULT.search(output)
+    if match is None:
+        raise RuntimeError(f"wrk printed no result:\n{output}")
+    return {key: float(value) for key, value in match.groupdict().items()}
+
+
+def measure(
+    server: str,
+    url: str,
+    pid: int,
+    bodies: dict[str, Path],
+    clients: list[int],
+    duration: float,
+    wrk_cores: str,
+) -> list[Measurement]:
+    results = []
+    for workload, body in bodies.items():
+        for count in clients if workload == "1 row" else [8]:
+            wrk(url, body, count, min(2.0, duration), wrk_cores)  # warm up
+            figures = wrk(url, body, count, duration, wrk_cores)
+            results.append(
+                Measurement(
+                    server=server,
+                    workload=workload,
+                    clients=count,
+                    rps=figures["rps"],
+                    p50_ms=figures["p50"],
+                    p99_ms=figures["p99"],
+                    errors=int(figures["errors"]),
+                    rss_mib=tree_rss_mib(pid),
+                )
+            )
+            print(
+                f"  {server:<24} {workload:<8} c={count:<3} {figures['rps']:>9.0f} req/s",
+                flush=True,
+            )
+    return results
+
+
+def write_bodies(folder: Path, x: Any) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Request bodies for ml-api (rows by feature name) and for MLServer (V2 tensors)."""
+    ours, theirs = {}, {}
+    for name, count in (("1 row", 1), ("100 rows", 100)):
+        rows = [bench_model.row(x, i) for i in range(count)]
+        ours[name] = folder / f"ml-api-{count}.json"
+        ours[name].write_text(json.dumps({"instances": rows}))
+        tensor = {
+            "name": "input-0",
+            "shape": [count, bench_model.N_FEATURES],
+            "datatype": "FP64",
+            "data": [float(v) for row in x[:count] for v in row],
+        }
+        theirs[name] = folder / f"mlserver-{count}.json"
+        theirs[name].write_text(
+            json.dumps({"inputs": [tensor], "outputs": [{"name": "predict_proba"}]})
+        )
+    return ours, theirs
+
+
+def ensure_peer_venv() -> Path:
+    python = PEER_VENV / "bin" / "python"
+    if not (PEER_VENV / "bin" / "mlserver").exists():
+        print(f"installing the peer into {PEER_VENV} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+    return PEER_VENV / "bin" / "mlserver"
+
+
+def mlserver_folder(folder: Path, port: int, batching: bool) -> Path:
+    model_dir = folder / "mlserver" / "bench"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(folder / "model.joblib", model_dir / "model.joblib")
+    settings: dict[str, Any] = {
+        "name": "bench",
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"},
+    }
+    if batching:
+        settings |= {"max_batch_size": 32, "max_batch_time": 0.002}
+    (model_dir / "model-settings.json").write_text(json.dumps(settings))
+    server = {
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "host": "127.0.0.1",
+        "parallel_workers": 0,
+    }
+    (folder / "mlserver" / "settings.json").write_text(json.dumps(server))
+    return folder / "mlserver"
+
+
+def table(results: list[Measurement], reference: str) -> str:
+    best_peer: dict[tuple[str, int], float] = {}
+    for m in results:
+        if m.server != reference and not m.server.startswith("ml-api"):
+            key = (m.workload, m.clients)
+            best_peer[key] = max(best_peer.get(key, 0.0), m.rps)
+    lines = [
+        "| server | workload | clients | req/s | p50 ms | p99 ms | errors | RSS MiB "
+        "| × best peer |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in results:
+        peer = best_peer.get((m.workload, m.clients))
+        ratio = f"{m.rps / peer:.2f}" if peer and m.server.startswith("ml-api") else ""
+        lines.append(
+            f"| {m.server} | {m.workload} | {m.clients} | {m.rps:,.0f} | {m.p50_ms:.2f} | "
+            f"{m.p99_ms:.2f} | {m.errors} | {m.rss_mib:.0f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(
+    duration: Annotated[float, typer.Option(min=1, max=120, help="Seconds per run.")] = 10,
+    clients: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,32",
+    skip_peer: Annotated[bool, typer.Option(help="Measure ml-api only.")] = False,
+    two_workers: Annotated[bool, typer.Option(help="Also run ml-api --workers 2.")] = True,
+    runtime: Annotated[str, typer.Option(help="ML_API_RUNTIME for ml-api.")] = "auto",
+) -> None:
+    counts = [int(c) for c in clients.split(",")]
+    results: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="ml-api-bench-") as tmp:
+        folder = Path(tmp)
+        x = bench_model.build(folder / "registry", joblib_path=folder / "model.joblib")
+        ours, theirs = write_bodies(folder, x)
+        port = free_port()
+        env = {
+            **os.environ,
+            "ML_API_REGISTRY_URL": str(folder / "registry"),
+            "ML_API_RUNTIME": runtime,
+            "ML_API_LOG_LEVEL": "warning",
+        }
+        serve = [str(ROOT / ".venv" / "bin" / "ml-api"), "serve", "--port", str(port)]
+        ready = f"http://127.0.0.1:{port}/v2/health/ready"
+        predict = f"http://127.0.0.1:{port}/predict"
+        with running(["taskset", "-c", "0", *serve, "--workers", "1"], ready, env) as pid:
+            results += measure("ml-api (1 worker)", predict, pid, ours, counts, duration, "1")
+        if two_workers and not skip_peer:
+            # Two cores only: the two workers and wrk share them, so this understates scaling.
+            with running([*serve, "--workers", "2"], ready, env) as pid:
+                results += measure(
+                    "ml-api (2 workers)",
+                    predict,
+                    pid,
+                    {"1 row": ours["1 row"]},
+                    counts,
+                    duration,
+                    "0,1",
+                )
+        if not skip_peer:
+            mlserver = ensure_peer_venv()
+            for batching in (False, True):
+                peer_port = free_port()
+                config = mlserver_folder(folder, peer_port, batching)
+                name = "MLServer (adaptive batching)" if batching else "MLServer (sklearn)"
+                url = f"http://127.0.0.1:{peer_port}"
+                peer_env = {**os.environ, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}"}
+                command = ["taskset", "-c", "0", str(mlserver), "start", str(config)]
+                with running(command, f"{url}/v2/models/bench/ready", peer_env) as pid:
+                    infer = f"{url}/v2/models/bench/infer"
+                    results += measure(name, infer, pid, theirs, counts, duration, "1")
+    print()
+    print(table(results, reference="ml-api (1 worker)"))
+    if any(m.errors for m in results):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,37 @@
+"""Where stages read and write, relative to the repository root; dvc.yaml names the same paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ml.errors import DataError
+
+RAW_DATA = Path("data/raw.csv")
+PREPARED_DIR = Path("data/prepared")
+TRAIN_DATA = PREPARED_DIR / "train.csv"
+TEST_DATA = PREPARED_DIR / "test.csv"
+SCHEMA_FILE = PREPARED_DIR / "schema.json"
+VALIDATION_REPORT = PREPARED_DIR / "validation.json"
+MODEL_FILE = Path("models/model.skops")
+CV_METRICS = Path("metrics/cv.json")
+TEST_METRICS = Path("metrics/metrics.json")
+PLOTS_DIR = Path("plots")
+CONFUSION_PLOT = PLOTS_DIR / "confusion.csv"
+ROC_DIR = PLOTS_DIR / "roc"
+PR_DIR = PLOTS_DIR / "pr"
+PUBLISH_RECORD = Path("reports/publish.json")
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write a small JSON output, creating its folder (DVC removes outputs before a run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found: run the stage that writes it first") from None

@@ -1,0 +1,204 @@
+"""Stage ``publish``: write the experiment to the model registry the service reads.
+
+Everything is read and checked before the first byte reaches the registry, and
+``publish_experiment`` writes ``meta.json`` last, so a failure leaves nothing published.
+The registry URL comes from the service settings (``ML_API_REGISTRY_URL``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from app.registry.meta import ExperimentMeta, FeatureSpec
+from app.registry.model_file import load_model, sha256_hex
+from app.registry.publish import publish_experiment
+from app.registry.store import ModelRegistry
+from app.settings import Settings
+from ml.errors import DataError, PipelineError, run_stage
+from ml.estimators import single_threaded
+from ml.layout import (
+    CV_METRICS,
+    MODEL_FILE,
+    PUBLISH_RECORD,
+    RAW_DATA,
+    SCHEMA_FILE,
+    TEST_DATA,
+    TEST_METRICS,
+    TRAIN_DATA,
+    read_json,
+    write_json,
+)
+from ml.params import Params, params_hash, read_params_document, validate_params
+from ml.schema import DatasetSchema, json_rows, missing_mask, read_schema, read_split
+from ml.tagging import TagInfo, resolve_tag
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything one publish writes, gathered (and so checked) before writing any of it."""
+
+    model: Any
+    schema: DatasetSchema
+    training_frame: pd.DataFrame
+    test_frame: pd.DataFrame
+    reference_instances: list[dict[str, Any]]
+    params: Params
+    params_document: dict[str, Any]
+    metrics: dict[str, Any]
+    cv_scores: dict[str, Any]
+    data_fingerprint: str
+
+
+def publish(registry: ModelRegistry, experiment: Experiment, tag: TagInfo) -> ExperimentMeta:
+    """Publish ``experiment`` as ``tag`` (kept as is when already published); the first
+    experiment of an empty registry becomes the active one."""
+    model_params = experiment.params.model
+    return publish_experiment(
+        registry,
+        tag=tag.tag,
+        model=experiment.model,
+        features=experiment.schema.features,
+        training_frame=experiment.training_frame,
+        reference_instances=experiment.reference_instances,
+        check_frame=experiment.test_frame,
+        model_type=model_params.type,
+        params=recorded_params(experiment.params_document, model_params.type),
+        metrics=experiment.metrics,
+        git_commit=tag.git_commit,
+        extra={
+            "data_fingerprint": experiment.data_fingerprint,
+            "data_source": experiment.params.data.source,
+            "cv_scores": experiment.cv_scores,
+            "params_hash": params_hash(experiment.params_document),
+        },
+        exist_ok=True,
+        activate_if_none=True,
+    )
+
+
+def recorded_params(document: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """params.yaml without the hyperparameters of the estimator not chosen."""
+    model = {
+        key: value
+        for key, value in document["model"].items()
+        if key not in {"logreg", "hgb"} or key == model_type
+    }
+    return {**document, "model": model}
+
+
+def reference_frame(
+    test_features: pd.DataFrame,
+    test_labels: pd.Series[str],
+    train_features: pd.DataFrame,
+    features: list[FeatureSpec],
+    count: int,
+) -> pd.DataFrame:
+    """Rows the service replays before serving: one per class, one with a missing value
+    (from the training split if the test split has none, so imputation is exercised),
+    then the next test rows, ``count`` in all."""
+    positions = [
+        int((test_labels == label).to_numpy().argmax()) for label in sorted(test_labels.unique())
+    ]
+    incomplete = missing_mask(test_features, features).any(axis=1).to_numpy()
+    if incomplete.any():
+        positions.append(int(incomplete.argmax()))
+    positions.extend(range(len(test_features)))
+    chosen = test_features.iloc[list(dict.fromkeys(positions))[:count]]
+    train_incomplete = train_features[missing_mask(train_features, features).any(axis=1)]
+    if not incomplete.any() and not train_incomplete.empty:
+        chosen = pd.concat([chosen.iloc[: count - 1], train_incomplete.iloc[:1]])
+    return chosen
+
+
+def gather(params_document: dict[str, Any]) -> Experiment:
+    params = validate_params(params_document)
+    schema = read_schema(SCHEMA_FILE)
+    training_frame, _ = read_split(TRAIN_DATA, schema)
+    test_frame, test_labels = read_split(TEST_DATA, schema)
+    reference = reference_frame(
+        test_frame, test_labels, training_frame, schema.features, params.publish.reference_rows
+    )
+    return Experiment(
+        model=_read_model(MODEL_FILE),
+        schema=schema,
+        training_frame=training_frame,
+        test_frame=test_frame,
+        reference_instances=json_rows(reference, schema.features),
+        params=params,
+        params_document=params_document,
+        metrics=read_json(TEST_METRICS),
+        cv_scores=read_json(CV_METRICS),
+        data_fingerprint=_sha256_file(RAW_DATA),
+    )
+
+
+def _read_model(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found: run the train stage first") from None
+    return load_model(data, expected_sha256=sha256_hex(data))
+
+
+def _sha256_file(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found: run the load stage first") from None
+
+
+def registry_url() -> str:
+    """The registry the service reads (ML_API_REGISTRY_URL), from the service's own settings."""
+    try:
+        return Settings().registry_url
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise PipelineError(f"service settings: {error['loc'][0]}: {error['msg']}") from None
+
+
+def _run() -> None:
+    document = read_params_document()
+    experiment = gather(document)
+    tag = resolve_tag(Path.cwd(), document, os.environ)
+    registry = ModelRegistry(registry_url())
+    existed = tag.tag in registry.list_tags()
+    meta = publish(registry, experiment, tag)
+    if existed and meta.metrics != experiment.metrics:
+        print(
+            f"publish: warning: experiment {tag.tag!r} was already published with other "
+            "metrics and is kept (experiments are immutable); commit your changes or set "
+            "ML_API_EXPERIMENT_TAG to publish this one",
+            file=sys.stderr,
+        )
+    active = registry.read_active_or_none()
+    write_json(
+        PUBLISH_RECORD,
+        {
+            "tag": meta.tag,
+            "git_commit": meta.git_commit,
+            "model_type": meta.model_type,
+            "model_sha256": meta.model_sha256,
+            "already_published": existed,
+            "active": active is not None and active.tag == meta.tag,
+        },
+    )
+    state = "already published" if existed else "published"
+    print(f"publish: experiment {meta.tag} ({meta.model_type}) {state}")
+
+
+def main() -> None:
+    with single_threaded():
+        run_stage("publish", _run)
+
+
+if __name__ == "__main__":
+    main()

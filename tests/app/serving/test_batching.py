@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.registry.store import ModelRegistry
+from app.serving.batching import INLINE_BELOW_SECONDS, MicroBatcher
+from app.serving.inputs import Batch, InputLimits
+from app.serving.model import LoadedModel, RuntimeChoice, load_verified
+from tests.models import sample_rows
+
+LIMITS = InputLimits(max_rows=1000, max_string_length=256)
+
+
+class RecordingRuntime:
+    """Wraps a real runtime: records each call's row count and thread, and can be slow."""
+
+    def __init__(self, inner: Any, seconds: float) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = seconds
+        self.calls: list[int] = []
+        self.threads: set[int] = set()
+
+    def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        self.calls.append(batch.n_rows)
+        self.threads.add(threading.get_ident())
+        time.sleep(self.seconds)  # stands for an expensive model call
+        result: np.ndarray[Any, Any] = self.inner.predict_proba(batch)
+        return result
+
+
+def recorded(
+    registry: ModelRegistry, tag: str, seconds: float, runtime: RuntimeChoice = "sklearn"
+) -> tuple[LoadedModel, RecordingRuntime]:
+    model = load_verified(registry, tag, LIMITS, runtime=runtime)
+    recording = RecordingRuntime(model.runtime, seconds)
+    model.runtime = recording
+    return model, recording
+
+
+async def test_idle_cheap_model_is_called_inline_without_waiting(registry: ModelRegistry) -> None:
+    model, runtime = recorded(registry, "base", seconds=0.0, runtime="onnx")
+    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.5)
+    batch = model.schema.rows_to_batch(sample_rows(2))
+    started = time.perf_counter()
+    for _ in range(3):
+        await batcher.predict_proba(model, batch)
+    assert time.perf_counter() - started < 0.5  # the max wait applies only to a queue
+    assert runtime.calls == [2, 2, 2]
+    assert runtime.threads == {threading.get_ident()}
+
+
+async def test_idle_expensive_model_does_not_wait_for_a_batch(registry: ModelRegistry) -> None:
+    model, runtime = recorded(registry, "base", seconds=2 * INLINE_BELOW_SECONDS)
+    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.5)
+    batch = model.schema.rows_to_batch(sample_rows(1))
+    started = time.perf_counter()
+    for _ in range(3):
+        await batcher.predict_proba(model, batch)
+    assert time.perf_counter() - started < 0.5
+    assert runtime.calls == [1, 1, 1]
+    assert len(runtime.threads - {threading.get_ident()}) == 1  # later calls off the loop
+
+
+async def test_concurrent_requests_share_calls_and_get_their_own_rows(
+    registry: ModelRegistry,
+) -> None:
+    model, runtime = recorded(registry, "base", seconds=2 * INLINE_BELOW_SECONDS)
+    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
+    await batcher.predict_proba(model, model.schema.rows_to_batch(sample_rows(1)))  # learn cost
+    runtime.calls.clear()
+    requests = [
+        model.schema.rows_to_batch(sample_rows(1 + i % 3, offset=i * 11)) for i in range(20)
+    ]
+    results = await asyncio.gather(*(batcher.predict_proba(model, b) for b in requests))
+    assert sum(runtime.calls) == sum(b.n_rows for b in requests)
+    assert len(runtime.calls) < len(requests)  # batched
+    assert max(runtime.calls) <= 64
+    for batch, probabilities in zip(requests, results, strict=True):
+        expected = runtime.inner.predict_proba(batch)
+        np.testing.assert_allclose(probabilities, expected)
+
+
+async def test_max_rows_bounds_a_call(registry: ModelRegistry) -> None:
+    model, runtime = recorded(registry, "base", seconds=2 * INLINE_BELOW_SECONDS)
+    batcher = MicroBatcher(max_rows=5, max_wait_seconds=0.0)
+    await batcher.predict_proba(model, model.schema.rows_to_batch(sample_rows(1)))
+    runtime.calls.clear()
+    requests = [model.schema.rows_to_batch(sample_rows(2, offset=i)) for i in range(12)]
+    await asyncio.gather(*(batcher.predict_proba(model, b) for b in requests))
+    assert max(runtime.calls) <= 5
+
+
+async def test_a_batch_never_mixes_models(registry: ModelRegistry) -> None:
+    base, base_runtime = recorded(registry, "base", seconds=2 * INLINE_BELOW_SECONDS)
+    boost, boost_runtime = recorded(registry, "boost", seconds=2 * INLINE_BELOW_SECONDS)
+    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
+    for model in (base, boost):
+        await batcher.predict_proba(model, model.schema.rows_to_batch(sample_rows(1)))
+    base_runtime.calls.clear()
+    boost_runtime.calls.clear()
+    rows = sample_rows(1, offset=100)
+    jobs = [
+        batcher.predict_proba(base if i % 2 else boost, base.schema.rows_to_batch(rows))
+        for i in range(16)
+    ]
+    results = await asyncio.gather(*jobs)
+    assert sum(base_runtime.calls) == 8
+    assert sum(boost_runtime.calls) == 8
+    expected_base = base_runtime.inner.predict_proba(base.schema.rows_to_batch(rows))
+    expected_boost = boost_runtime.inner.predict_proba(base.schema.rows_to_batch(rows))
+    for i, probabilities in enumerate(results):
+        np.testing.assert_allclose(probabilities, expected_base if i % 2 else expected_boost)
+
+
+async def test_a_failing_call_fails_only_its_batch(registry: ModelRegistry) -> None:
+    model, runtime = recorded(registry, "base", seconds=2 * INLINE_BELOW_SECONDS)
+    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
+    await batcher.predict_proba(model, model.schema.rows_to_batch(sample_rows(1)))
+
+    def explode(batch: Batch) -> np.ndarray[Any, Any]:
+        raise RuntimeError("model call failed")
+
+    runtime.inner = type("Exploding", (), {"predict_proba": staticmethod(explode)})()
+    with pytest.raises(RuntimeError, match="model call failed"):
+        await asyncio.gather(
+            *(
+                batcher.predict_proba(model, model.schema.rows_to_batch(sample_rows(1)))
+                for _ in range(3)
+            )
+        )

@@ -1,0 +1,34 @@
+"""A short run of the benchmark script: it starts ml-api, drives it with wrk, prints its table."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset not available")
+def test_benchmark_smoke_run_prints_a_table_without_errors() -> None:
+    command = [sys.executable, str(ROOT / "bench" / "run.py"), "--skip-peer"]
+    result = subprocess.run(
+        [*command, "--duration", "1", "--clients", "1,8"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ml-api (1 worker)")]
+    assert len(rows) == 3  # 1 and 8 clients on one row, 8 clients on 100 rows
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert float(cells[3].replace(",", "")) > 50  # req/s
+        assert cells[6] == "0"  # errors

@@ -1,0 +1,1 @@
+"""Delivery checks: container image, Kubernetes manifests, GitLab CI pipeline."""
