@@ -95,6 +95,9 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self._info: tuple[str, str] | None = None
+        # Labelled children, looked up once: labels() validates and locks on every call,
+        # which on the request path costs more than the observation itself.
+        self._children: dict[tuple[Any, ...], Any] = {}
         MODEL_READY.set(0)
         # Series that exist from the start make increase() and alerts see their first event.
         for result in ("success", "failure"):
@@ -113,13 +116,20 @@ class ServiceMetrics:
         MODEL_SWAPS.labels("success" if succeeded else "failure").inc()
 
     # -- traffic -----------------------------------------------------------------------
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def request_started(self, handler: str, method: str) -> None:
-        HTTP_IN_PROGRESS.labels(handler, method).inc()
+        self._child(HTTP_IN_PROGRESS, handler, method).inc()
 
     def request_finished(self, handler: str, method: str, status: int, seconds: float) -> None:
-        HTTP_IN_PROGRESS.labels(handler, method).dec()
-        HTTP_REQUESTS.labels(handler, method, str(status)).inc()
-        HTTP_DURATION.labels(handler, method).observe(seconds)
+        self._child(HTTP_IN_PROGRESS, handler, method).dec()
+        self._child(HTTP_REQUESTS, handler, method, str(status)).inc()
+        self._child(HTTP_DURATION, handler, method).observe(seconds)
 
     def request_invalid(self, reason: str) -> None:
         INVALID_REQUESTS.labels(reason).inc()
@@ -132,17 +142,43 @@ class ServiceMetrics:
         unknown_categories: Mapping[str, int],
     ) -> None:
         ROWS_PER_REQUEST.observe(len(labels))
-        for label, count in Tally(labels).items():
-            PREDICTIONS.labels(tag, label).inc(count)
-        histogram = CONFIDENCE.labels(tag)
-        for value in confidence.tolist():
-            histogram.observe(value)
+        if len(labels) == 1:
+            self._child(PREDICTIONS, tag, labels[0]).inc()
+        else:
+            for label, count in Tally(labels).items():
+                self._child(PREDICTIONS, tag, label).inc(count)
+        observe_many(self._child(CONFIDENCE, tag), confidence)
         for feature, count in unknown_categories.items():
-            UNKNOWN_CATEGORIES.labels(tag, feature).inc(count)
+            self._child(UNKNOWN_CATEGORIES, tag, feature).inc(count)
 
     def drift_measured(self, tag: str, psi_by_feature: Mapping[str, float]) -> None:
         for feature, psi in psi_by_feature.items():
             INPUT_DRIFT_PSI.labels(tag, feature).set(psi)
+
+
+# Above this many values one numpy pass beats a Python loop of observe() calls.
+BULK_OBSERVE_FROM = 16
+
+
+def observe_many(histogram: Any, values: np.ndarray[Any, Any]) -> None:
+    """``histogram.observe`` for each value, as one increment per bucket for large batches.
+
+    prometheus-client keeps per-bucket (non-cumulative) counts and a sum; a 1,000-row request
+    would otherwise pay 1,000 locked observe() calls. Falls back to the loop if the client's
+    internals ever change.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if len(values) < BULK_OBSERVE_FROM or bounds is None or buckets is None or total is None:
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)
+    total.inc(float(values.sum()))
 
 
 class NullMetrics(ServiceMetrics):
@@ -151,6 +187,7 @@ class NullMetrics(ServiceMetrics):
 
     def __init__(self) -> None:
         self._info = None
+        self._children = {}
 
     def model_activated(self, tag: str, model_type: str, load_seconds: float) -> None:
         return None

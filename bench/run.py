@@ -106,7 +106,7 @@ def running(command: list[str], ready_url: str, env: dict[str, str]) -> Iterator
         Path(log.name).unlink(missing_ok=True)
 
 
-def wrk(url: str, body: Path, clients: int, duration: float, cores: str) -> dict[str, float]:
+def wrk(url: str, body: Path, clients: int, duration: int, cores: str) -> dict[str, float]:
     env = {**os.environ, "WRK_BODY": str(body)}
     command = ["taskset", "-c", cores, "wrk", "-t1", f"-c{clients}", f"-d{duration}s"]
     command += ["--latency", "-s", str(BENCH / "predict.lua"), url]
@@ -123,13 +123,13 @@ def measure(
     pid: int,
     bodies: dict[str, Path],
     clients: list[int],
-    duration: float,
+    duration: int,
     wrk_cores: str,
 ) -> list[Measurement]:
     results = []
     for workload, body in bodies.items():
         for count in clients if workload == "1 row" else [8]:
-            wrk(url, body, count, min(2.0, duration), wrk_cores)  # warm up
+            wrk(url, body, count, min(2, duration), wrk_cores)  # warm up
             figures = wrk(url, body, count, duration, wrk_cores)
             results.append(
                 Measurement(
@@ -224,7 +224,7 @@ def table(results: list[Measurement], reference: str) -> str:
 
 
 def main(
-    duration: Annotated[float, typer.Option(min=1, max=120, help="Seconds per run.")] = 10,
+    duration: Annotated[int, typer.Option(min=1, max=120, help="Seconds per run.")] = 10,
     clients: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,32",
     skip_peer: Annotated[bool, typer.Option(help="Measure ml-api only.")] = False,
     two_workers: Annotated[bool, typer.Option(help="Also run ml-api --workers 2.")] = True,

@@ -25,7 +25,8 @@ CSV_TYPES = frozenset({"text/csv", "application/csv"})
 
 async def predict(request: Request) -> Response:
     service: PredictionService = request.app.state.container.prediction_service()
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "application/json":
         result = await service.predict_json(await request.body())
     elif media_type == "multipart/form-data":
@@ -34,8 +35,9 @@ async def predict(request: Request) -> Response:
         result = await service.predict_csv(await request.body())
     else:
         raise UnsupportedMediaType(
-            f"content type {media_type or 'missing'!r} is not supported: send application/json, "
-            "text/csv, or a multipart/form-data upload with a CSV in the field 'file'",
+            f"content type {content_type[:60] or 'missing'!r} is not supported: send "
+            "application/json, text/csv, or a multipart/form-data upload with a CSV in the "
+            "field 'file'",
             reason="unsupported_media_type",
         )
     return Response(orjson.dumps(result), media_type="application/json")

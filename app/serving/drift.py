@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from app.registry.meta import CategoricalProfile, FeatureProfile, FeatureSpec, NumericProfile
-from app.serving.inputs import MISSING_CATEGORY
+from app.serving.inputs import MISSING_CATEGORY, Batch
 
 # Floor for empty bins: keeps PSI finite when a bin is empty on one side.
 EPSILON = 1e-4
@@ -94,18 +94,18 @@ class DriftMonitor:
         self._window_rows = window_rows
         self._lock = threading.Lock()
         self._tag: str | None = None
-        self._chunks: deque[Mapping[str, np.ndarray[Any, Any]]] = deque()
+        self._chunks: deque[Batch] = deque()
         self._rows = 0
 
-    def record(self, tag: str, columns: Mapping[str, np.ndarray[Any, Any]], n_rows: int) -> None:
-        """Cheap by design: it runs on the request path."""
+    def record(self, tag: str, batch: Batch) -> None:
+        """Cheap by design: it runs on the request path, so it only keeps the batch."""
         with self._lock:
             if tag != self._tag:
                 self._tag, self._chunks, self._rows = tag, deque(), 0
-            self._chunks.append(columns)
-            self._rows += n_rows
-            while self._chunks and self._rows - _rows_of(self._chunks[0]) >= self._window_rows:
-                self._rows -= _rows_of(self._chunks.popleft())
+            self._chunks.append(batch)
+            self._rows += batch.n_rows
+            while self._chunks and self._rows - self._chunks[0].n_rows >= self._window_rows:
+                self._rows -= self._chunks.popleft().n_rows
 
     def compute(self, profiles: Mapping[str, FeatureProfile], tag: str) -> dict[str, float]:
         with self._lock:
@@ -114,14 +114,10 @@ class DriftMonitor:
             chunks = list(self._chunks)
         result: dict[str, float] = {}
         for feature, profile in profiles.items():
-            parts = [chunk[feature] for chunk in chunks if feature in chunk]
+            parts = [chunk.columns[feature] for chunk in chunks if feature in chunk.columns]
             if not parts:
                 continue
             value = feature_psi(profile, np.concatenate(parts)[-self._window_rows :])
             if value is not None and math.isfinite(value):
                 result[feature] = value
         return result
-
-
-def _rows_of(chunk: Mapping[str, np.ndarray[Any, Any]]) -> int:
-    return len(next(iter(chunk.values()))) if chunk else 0

@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,16 +37,36 @@ class InputLimits:
     max_string_length: int
 
 
-@dataclass
 class Batch:
-    """Validated rows as one array per feature, plus what monitoring wants to know."""
+    """Validated rows as one array per feature, plus what monitoring wants to know.
 
-    columns: dict[str, np.ndarray[Any, Any]]
-    n_rows: int
-    unknown_categories: dict[str, int] = field(default_factory=dict)
-    # All numeric features as one (rows x features) float64 array, in schema order, when
-    # the schema is all-numeric: array-fitted models take it as it is.
-    matrix: np.ndarray[Any, Any] | None = None
+    ``matrix`` holds all features as one (rows x features) float64 array, in schema order,
+    when the schema is all-numeric: array-fitted models take it as it is, and the per-feature
+    columns are sliced from it only if someone asks for them.
+    """
+
+    def __init__(
+        self,
+        columns: dict[str, np.ndarray[Any, Any]] | None,
+        n_rows: int,
+        unknown_categories: dict[str, int] | None = None,
+        matrix: np.ndarray[Any, Any] | None = None,
+        names: Sequence[str] = (),
+    ) -> None:
+        if columns is None and (matrix is None or not names):
+            raise ValueError("a batch needs its columns, or a matrix and its column names")
+        self._columns = columns
+        self.n_rows = n_rows
+        self.unknown_categories = unknown_categories or {}
+        self.matrix = matrix
+        self._names = list(names)
+
+    @property
+    def columns(self) -> dict[str, np.ndarray[Any, Any]]:
+        if self._columns is None:
+            assert self.matrix is not None
+            self._columns = {name: self.matrix[:, i] for i, name in enumerate(self._names)}
+        return self._columns
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.columns, copy=False)
@@ -55,12 +76,14 @@ class Batch:
         """One batch of all rows, in order: what micro-batching sends to the model."""
         if len(batches) == 1:
             return batches[0]
+        n_rows = sum(b.n_rows for b in batches)
+        matrices = [b.matrix for b in batches if b.matrix is not None]
+        if len(matrices) == len(batches) and batches[0]._names:
+            return Batch(None, n_rows, matrix=np.concatenate(matrices), names=batches[0]._names)
         names = list(batches[0].columns)
-        matrices = [b.matrix for b in batches]
         return Batch(
             columns={n: np.concatenate([b.columns[n] for b in batches]) for n in names},
-            n_rows=sum(b.n_rows for b in batches),
-            matrix=None if any(m is None for m in matrices) else np.concatenate(matrices),  # type: ignore[arg-type]
+            n_rows=n_rows,
         )
 
 
@@ -77,7 +100,8 @@ def batch_from_frame(frame: pd.DataFrame, features: Sequence[FeatureSpec]) -> Ba
     return Batch(columns=columns, n_rows=len(frame))
 
 
-_NUMBER_TYPES = (int, float)
+_NUMBER_TYPE_SET = frozenset({int, float})
+_CSV_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
@@ -85,9 +109,8 @@ def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
 
     ``type(v) in`` rather than isinstance: bool is an int subclass and must not pass.
     """
-    for value in values:
-        if type(value) not in _NUMBER_TYPES:
-            return None
+    if not set(map(type, values)) <= _NUMBER_TYPE_SET:  # one C-level pass over the values
+        return None
     try:
         array = np.array(values, dtype=np.float64)
     except OverflowError:
@@ -154,6 +177,8 @@ class InputSchema:
             if row.keys() != self._name_set:
                 self._explain_keys(row.keys(), f"instances[{index}]")
         matrix = self._numeric_matrix(rows)
+        if matrix is not None and self._all_numeric:
+            return Batch(None, len(rows), matrix=matrix, names=self.names)
         columns: dict[str, np.ndarray[Any, Any]] = {}
         unknown: dict[str, int] = {}
         for feature in self.features:
@@ -162,12 +187,7 @@ class InputSchema:
                 continue
             values = [row[feature.name] for row in rows]
             columns[feature.name] = self._column(feature, values, "instances[{}]", unknown)
-        return Batch(
-            columns=columns,
-            n_rows=len(rows),
-            unknown_categories=unknown,
-            matrix=matrix if self._all_numeric else None,
-        )
+        return Batch(columns=columns, n_rows=len(rows), unknown_categories=unknown)
 
     def _numeric_matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray[Any, Any] | None:
         """All numeric values of all rows in one array, when they are all plain and sane.
@@ -234,6 +254,8 @@ class InputSchema:
         if feature.dtype == "category":
             return cell
         try:
+            if not _CSV_NUMBER.fullmatch(cell):  # float() alone takes "1_000" and non-ASCII digits
+                raise ValueError(cell)
             number = float(cell)
         except ValueError:
             raise InvalidInput(
@@ -265,9 +287,11 @@ class InputSchema:
                 reason="missing_feature",
             )
         if unknown:
+            # Names come from the client: shown shortened, and only the first few.
+            shown = ", ".join(_describe(name) for name in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise InvalidInput(
-                f"{where}: unknown feature(s) {', '.join(map(repr, unknown))}; "
-                f"expected {', '.join(self.names)}",
+                f"{where}: unknown feature(s) {shown}{more}; expected {', '.join(self.names)}",
                 reason="unknown_feature",
             )
 

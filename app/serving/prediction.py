@@ -40,5 +40,5 @@ class PredictionService:
         result = PredictionResult(model.tag, model.classes, probabilities)
         labels = result.labels
         self._metrics.rows_predicted(model.tag, labels, result.confidence, batch.unknown_categories)
-        self._drift.record(model.tag, batch.columns, batch.n_rows)
+        self._drift.record(model.tag, batch)
         return {"model_tag": model.tag, "predictions": result.rows()}

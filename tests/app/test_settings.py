@@ -18,7 +18,7 @@ def test_readme_documents_every_setting() -> None:
 
 
 def test_environment_prefix_and_types() -> None:
-    settings = Settings(_env_file=None, **{})  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **{})
     assert settings.poll_seconds == 2
     env = {
         "ML_API_POLL_SECONDS": "0.5",
@@ -49,4 +49,4 @@ def test_bad_settings_fail_fast_naming_the_field(field: str, value: object, need
 
 
 def test_empty_token_means_management_disabled() -> None:
-    assert Settings(admin_token="").admin_token is None  # type: ignore[arg-type]
+    assert Settings(admin_token="").admin_token is None

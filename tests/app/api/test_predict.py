@@ -229,3 +229,28 @@ async def test_no_active_model_gives_503(registry: ModelRegistry, registry_dir: 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "no_active_model"
     assert ready.status_code == 503
+
+
+@pytest.mark.parametrize("cell", ["1_000", "٣٩", "0x10", "4.5.6", " ", "1e"])
+async def test_csv_numbers_are_plain_ascii_decimals(client: httpx.AsyncClient, cell: str) -> None:
+    rows = sample_rows(2)
+    text = _csv(rows).splitlines()
+    header = text[0].split(",")
+    fields = text[1].split(",")
+    fields[header.index("bill_length_mm")] = cell
+    text[1] = ",".join(fields)
+    response = await client.post(
+        "/predict", content="\n".join(text), headers={"content-type": "text/csv"}
+    )
+    if cell.strip() == "":
+        assert response.status_code == 200  # an empty cell is a missing value
+        return
+    assert response.status_code == 422, response.text
+    assert "bill_length_mm" in response.json()["error"]["message"]
+
+
+async def test_unknown_feature_names_are_shortened_in_errors(client: httpx.AsyncClient) -> None:
+    row = _row(**{"x" * 20_000: 1, "y": 2})
+    response = await client.post("/predict", json={"instances": [row]})
+    assert response.status_code == 422
+    assert len(response.text) < 1_000

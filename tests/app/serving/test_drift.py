@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from app.metrics import INPUT_DRIFT_PSI
 from app.serving.drift import DriftMonitor, feature_psi, profile_training_data
-from app.serving.inputs import InputLimits, InputSchema
+from app.serving.inputs import Batch, InputLimits, InputSchema
 from tests.models import features, penguins, sample_rows
 
 ALERTS = Path(__file__).resolve().parents[3] / "prometheus" / "alerts.yml"
@@ -34,7 +34,7 @@ def _psi_of(rows: list[dict[str, Any]]) -> dict[str, float]:
     schema = InputSchema(features(), InputLimits(max_rows=10_000, max_string_length=256))
     batch = schema.rows_to_batch(rows)
     monitor = DriftMonitor(window_rows=1000)
-    monitor.record("m", batch.columns, batch.n_rows)
+    monitor.record("m", batch)
     return monitor.compute(_profiles(), "m")
 
 
@@ -77,7 +77,7 @@ def test_window_is_bounded() -> None:
     monitor = DriftMonitor(window_rows=100)
     columns = {"x": np.zeros(30)}
     for _ in range(20):
-        monitor.record("m", columns, 30)
+        monitor.record("m", Batch(columns, 30))
     assert monitor._rows <= 130
 
 
