@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -112,12 +113,28 @@ class DriftMonitor:
             if tag != self._tag or not self._chunks:
                 return {}
             chunks = list(self._chunks)
+        columns = _window_columns(chunks, self._window_rows)
         result: dict[str, float] = {}
         for feature, profile in profiles.items():
-            parts = [chunk.columns[feature] for chunk in chunks if feature in chunk.columns]
-            if not parts:
+            if feature not in columns:
                 continue
-            value = feature_psi(profile, np.concatenate(parts)[-self._window_rows :])
+            value = feature_psi(profile, columns[feature])
             if value is not None and math.isfinite(value):
                 result[feature] = value
+            time.sleep(0)  # runs in a worker thread: let the event loop have the GIL
         return result
+
+
+def _window_columns(chunks: list[Batch], window_rows: int) -> dict[str, np.ndarray[Any, Any]]:
+    """The window's rows per feature. Requests of an all-numeric model carry one matrix each:
+    stacking those once is far cheaper than slicing thousands of per-feature columns."""
+    matrices = [chunk.matrix for chunk in chunks if chunk.matrix is not None]
+    names = chunks[0].names
+    if names and len(matrices) == len(chunks):
+        stacked = np.concatenate(matrices)[-window_rows:]
+        return {name: stacked[:, i] for i, name in enumerate(names)}
+    features = chunks[0].columns.keys()
+    return {
+        feature: np.concatenate([chunk.columns[feature] for chunk in chunks])[-window_rows:]
+        for feature in features
+    }

@@ -59,13 +59,13 @@ class Batch:
         self.n_rows = n_rows
         self.unknown_categories = unknown_categories or {}
         self.matrix = matrix
-        self._names = list(names)
+        self.names = list(names)
 
     @property
     def columns(self) -> dict[str, np.ndarray[Any, Any]]:
         if self._columns is None:
             assert self.matrix is not None
-            self._columns = {name: self.matrix[:, i] for i, name in enumerate(self._names)}
+            self._columns = {name: self.matrix[:, i] for i, name in enumerate(self.names)}
         return self._columns
 
     def to_frame(self) -> pd.DataFrame:
@@ -78,8 +78,8 @@ class Batch:
             return batches[0]
         n_rows = sum(b.n_rows for b in batches)
         matrices = [b.matrix for b in batches if b.matrix is not None]
-        if len(matrices) == len(batches) and batches[0]._names:
-            return Batch(None, n_rows, matrix=np.concatenate(matrices), names=batches[0]._names)
+        if len(matrices) == len(batches) and batches[0].names:
+            return Batch(None, n_rows, matrix=np.concatenate(matrices), names=batches[0].names)
         names = list(batches[0].columns)
         return Batch(
             columns={n: np.concatenate([b.columns[n] for b in batches]) for n in names},

@@ -103,3 +103,25 @@ async def test_service_exports_drift_gauge(
 
     value = await asyncio.wait_for(measured(), timeout=10)
     assert (value > alert_threshold()) is high
+
+
+def test_all_numeric_window_gives_the_same_psi_as_columns() -> None:
+    from app.registry.meta import FeatureSpec
+
+    specs = [FeatureSpec(name=f"f{i}", dtype="float") for i in range(3)]
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(500, 3))
+    import pandas as pd
+
+    profiles = profile_training_data(pd.DataFrame(train, columns=["f0", "f1", "f2"]), specs)
+    schema = InputSchema(specs, InputLimits(max_rows=10, max_string_length=10))
+    shifted = rng.normal(loc=[0.0, 2.0, 0.0], size=(200, 3))
+    by_matrix, by_columns = DriftMonitor(150), DriftMonitor(150)
+    for row in shifted:
+        batch = schema.rows_to_batch([{f"f{i}": float(v) for i, v in enumerate(row)}])
+        assert batch.matrix is not None
+        by_matrix.record("m", batch)
+        by_columns.record("m", Batch(dict(batch.columns), 1))
+    psi = by_matrix.compute(profiles, "m")
+    assert psi == pytest.approx(by_columns.compute(profiles, "m"))
+    assert psi["f1"] > alert_threshold() > psi["f0"]
