@@ -94,6 +94,17 @@ def _workers(server: psutil.Process, expected: int, timeout: float = 60) -> list
         time.sleep(0.1)
 
 
+def _warm_up(url: str, token: str, tags: tuple[str, str]) -> None:
+    """Let every worker load each model once, so that the start figure already holds one of
+    each and growth at the end can only come from repeated swaps."""
+    headers = {"Authorization": f"Bearer {token}"}
+    settle = float(os.environ.get("ML_API_POLL_SECONDS", "2")) + 1.0
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for tag in (tags[1], tags[0]):
+            http.post("/replace_ml_model", json={"tag": tag}, headers=headers).raise_for_status()
+            time.sleep(settle)  # the other worker follows within one poll
+
+
 def _rss(processes: list[psutil.Process]) -> str:
     parts = []
     for process in processes:
@@ -264,11 +275,12 @@ def main(
                 f"soak: {clients} clients for {duration:g} s, swapping {tags[0]} <-> {tags[1]} "
                 f"every {swap_every:g} s, {len(workers)} workers on {url}"
             )
+            _warm_up(url, token, tags)
             rss_at_start = _rss(workers)
             run = asyncio.run(_soak(url, token, tags, instances, clients, duration, swap_every))
             rss_at_end = _rss(workers)
             passed = _report(run, tags, duration)
-            print(f"worker RSS at start: {rss_at_start}")
+            print(f"worker RSS at start (each model loaded once): {rss_at_start}")
             print(f"worker RSS at end:   {rss_at_end}")
         finally:
             server.send_signal(signal.SIGTERM)
