@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +31,9 @@ def test_short_soak_serves_every_request_across_swaps(registry_dir: Path) -> Non
             "8",
         ],
         cwd=PROJECT_ROOT,
+        # Workers follow the pointer faster than the swaps come, so every worker serves both
+        # models (with the default 2 s poll and a swap every second, one may never see one).
+        env={**os.environ, "ML_API_POLL_SECONDS": "0.3"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -48,5 +52,5 @@ def test_short_soak_serves_every_request_across_swaps(registry_dir: Path) -> Non
     # Both models served traffic, and each worker's memory was reported twice.
     by_model = re.search(r"^served by model: base (\d+), boost (\d+)$", run.stdout, re.MULTILINE)
     assert by_model is not None, output
-    assert min(int(n) for n in by_model.groups()) > 0
+    assert min(int(n) for n in by_model.groups()) > 0, output
     assert len(re.findall(r"pid \d+ [\d.]+ MiB", run.stdout)) == 4
