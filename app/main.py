@@ -21,7 +21,7 @@ from app.api import admin, experiments, health, predict
 from app.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from app.container import Container
 from app.errors import InvalidInput, ServiceError, Unauthorized
-from app.metrics import process_exited
+from app.metrics import ServiceMetrics, process_exited
 from app.serving.background import follow_registry, measure_drift
 from app.settings import Settings
 
@@ -48,14 +48,16 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder = container.model_holder()
-        await holder.sync_with_registry()
+        in_sync = await holder.sync_with_registry()
         # Everything loaded so far (libraries, the first model) lives as long as the process:
         # keeping it out of the cyclic collector's scans removes multi-millisecond pauses
         # from the tail latency.
         gc.freeze()
         tasks = [
             asyncio.create_task(
-                follow_registry(holder, settings.poll_seconds, settings.startup_retry_max_seconds),
+                follow_registry(
+                    holder, settings.poll_seconds, settings.startup_retry_max_seconds, in_sync
+                ),
                 name="follow-registry",
             ),
             asyncio.create_task(
@@ -91,7 +93,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     for module in (experiments, admin, health):
         app.include_router(module.router)
     _document(app)
-    _install_error_handlers(app, container)
+    metrics = container.metrics()
+    _install_error_handlers(app, metrics)
 
     if settings.cors_origins:
         app.add_middleware(
@@ -100,7 +103,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    metrics = container.metrics()
     app.add_middleware(
         BodySizeLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics
     )
@@ -139,8 +141,7 @@ def _error(
     )
 
 
-def _install_error_handlers(app: FastAPI, container: Container) -> None:
-    metrics = container.metrics()
+def _install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:

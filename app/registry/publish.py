@@ -16,13 +16,13 @@ from typing import Any
 
 import pandas as pd
 
-from app.errors import ExperimentExists
+from app.errors import ExperimentExists, ExperimentNotFound
 from app.registry.meta import ExperimentMeta, FeatureSpec, Reference, validate_tag
 from app.registry.model_file import dump_model, load_model, sha256_hex, untrusted_types
 from app.registry.onnx_export import ONNX_FILE, export_checked
 from app.registry.store import ModelRegistry
 from app.serving.drift import profile_training_data
-from app.serving.inputs import InputLimits, InputSchema, batch_from_frame
+from app.serving.inputs import Batch, InputSchema, batch_from_frame
 from app.serving.runtime import SklearnRuntime
 
 VERSIONED_PACKAGES = ("scikit-learn", "numpy", "pandas", "skops")
@@ -35,18 +35,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _schema(features: Sequence[FeatureSpec], rows: int) -> InputSchema:
-    return InputSchema(features, InputLimits(max_rows=max(rows, 1), max_string_length=10**6))
-
-
-def reference_labels(
-    model: Any, features: Sequence[FeatureSpec], instances: Sequence[Mapping[str, Any]]
-) -> list[str]:
-    """Labels ``model`` gives ``instances`` when they go through the serving input path."""
-    batch = _schema(features, len(instances)).rows_to_batch([dict(row) for row in instances])
+def _labels(model: Any, features: Sequence[FeatureSpec], batch: Batch) -> list[str]:
+    """Labels ``model`` gives a batch built by the serving input path."""
     probabilities = SklearnRuntime(model, features).predict_proba(batch)
     classes = [str(c) for c in model.classes_]
     return [classes[i] for i in probabilities.argmax(axis=1)]
+
+
+def _already_published(registry: ModelRegistry, tag: str) -> ExperimentMeta | None:
+    try:
+        return registry.read_meta(tag)
+    except ExperimentNotFound:
+        return None
 
 
 def publish_experiment(
@@ -76,11 +76,16 @@ def publish_experiment(
     With ``activate_if_none`` the experiment becomes active when no model is active yet.
     """
     validate_tag(tag)
+    existing = _already_published(registry, tag) if exist_ok else None
+    if existing is not None:  # immutable: nothing to convert, check or write again
+        _activate_if_none(registry, tag, activate_if_none)
+        return existing
     data = dump_model(model)
     sha = sha256_hex(data)
     reloaded = load_model(data, expected_sha256=sha)
     instances = [dict(row) for row in reference_instances]
-    checks = [_schema(features, len(instances)).rows_to_batch(instances)]
+    reference_batch = InputSchema.unlimited(features).rows_to_batch(instances)
+    checks = [reference_batch]
     if check_frame is not None and len(check_frame):
         checks.append(batch_from_frame(check_frame, features))
     onnx_bytes, onnx_info = export_checked(reloaded, features, checks)
@@ -97,7 +102,7 @@ def publish_experiment(
         features=list(features),
         versions=library_versions(),
         reference=Reference(
-            instances=instances, labels=reference_labels(reloaded, features, instances)
+            instances=instances, labels=_labels(reloaded, features, reference_batch)
         ),
         training_profile=profile_training_data(training_frame, features),
         onnx=onnx_info,
@@ -110,6 +115,10 @@ def publish_experiment(
         if not exist_ok:
             raise
         meta = registry.read_meta(tag)
-    if activate_if_none and registry.read_active_or_none() is None:
-        registry.write_active(tag, updated_by="publish", previous_tag=None)
+    _activate_if_none(registry, tag, activate_if_none)
     return meta
+
+
+def _activate_if_none(registry: ModelRegistry, tag: str, wanted: bool) -> None:
+    if wanted and registry.read_active_or_none() is None:
+        registry.write_active(tag, updated_by="publish", previous_tag=None)

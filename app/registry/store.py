@@ -142,11 +142,7 @@ class ModelRegistry:
         return meta
 
     def read_model_bytes(self, meta: ExperimentMeta) -> bytes:
-        path = self._experiment_path(meta.tag, meta.model_file)
-        try:
-            return self._read(path)
-        except FileNotFoundError:
-            raise BrokenExperiment(f"experiment {meta.tag!r}: model file is missing") from None
+        return self.read_file(meta.tag, meta.model_file)
 
     def list_experiments(self) -> list[ExperimentSummary]:
         """Every experiment, newest first; broken ones are listed with their error."""

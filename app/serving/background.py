@@ -16,17 +16,18 @@ logger = logging.getLogger(__name__)
 FIRST_RETRY_SECONDS = 0.5
 
 
-async def follow_registry(holder: ModelHolder, poll_seconds: float, max_backoff: float) -> None:
+async def follow_registry(
+    holder: ModelHolder, poll_seconds: float, max_backoff: float, in_sync: bool = True
+) -> None:
     """Re-read the active pointer every ``poll_seconds``, so a swap made through any worker or
-    replica reaches this one. While no model could be loaded yet, retry with back-off."""
+    replica reaches this one. While no model could be loaded yet, retry with back-off.
+
+    The caller has just synchronised (``in_sync`` says how that went), so the loop waits
+    first. ``sync_with_registry`` never raises, so the loop cannot die and leave the worker
+    deaf to later swaps.
+    """
     delay = FIRST_RETRY_SECONDS
     while True:
-        try:
-            in_sync = await holder.sync_with_registry()
-        except Exception:
-            # Ending this loop would leave the worker deaf to every later swap.
-            logger.exception("following the registry failed; keeping %s", holder.active_tag)
-            in_sync = False
         if in_sync or holder.ready:
             delay = FIRST_RETRY_SECONDS
             await asyncio.sleep(poll_seconds)
@@ -34,6 +35,7 @@ async def follow_registry(holder: ModelHolder, poll_seconds: float, max_backoff:
             logger.warning("no model loaded yet; retrying in %.1f s", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_backoff)
+        in_sync = await holder.sync_with_registry()
 
 
 async def measure_drift(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,54 +32,48 @@ Waiter = tuple[Batch, "asyncio.Future[np.ndarray[Any, Any]]"]
 
 @dataclass
 class _ModelQueue:
+    """Requests waiting for one model; it exists exactly while its drain task runs."""
+
     model: LoadedModel
-    pending: list[Waiter] = field(default_factory=list)
+    pending: deque[Waiter] = field(default_factory=deque)
     pending_rows: int = 0
-    draining: bool = False
 
 
 class MicroBatcher:
     def __init__(self, max_rows: int, max_wait_seconds: float) -> None:
         self.max_rows = max_rows
         self.max_wait_seconds = max_wait_seconds
+        # Only models with requests waiting or in a call have a queue.
         self._queues: dict[int, _ModelQueue] = {}
-        # Running estimate of a call's cost per model; weak, so it never keeps a model alive.
-        self._call_seconds: weakref.WeakKeyDictionary[LoadedModel, float] = (
-            weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _record_cost(model: LoadedModel, seconds: float) -> None:
+        # The running estimate lives on the model (measured first when it was loaded).
+        previous = model.call_seconds
+        model.call_seconds = (
+            seconds if previous is None else previous + COST_SMOOTHING * (seconds - previous)
         )
-
-    def _record_cost(self, model: LoadedModel, seconds: float) -> None:
-        previous = self._call_seconds.get(model, model.call_seconds)
-        if previous is None:
-            self._call_seconds[model] = seconds
-        else:
-            self._call_seconds[model] = previous + COST_SMOOTHING * (seconds - previous)
-
-    def _worth_inlining(self, model: LoadedModel) -> bool:
-        cost = self._call_seconds.get(model, model.call_seconds)
-        return cost is None or cost < INLINE_BELOW_SECONDS
 
     async def predict_proba(self, model: LoadedModel, batch: Batch) -> np.ndarray[Any, Any]:
         queue = self._queues.get(id(model))
         if queue is None:
+            cost = model.call_seconds
+            if cost is None or cost < INLINE_BELOW_SECONDS:
+                return self._call_inline(model, batch)
             queue = self._queues[id(model)] = _ModelQueue(model)
-        if not queue.draining and self._worth_inlining(model):
-            return self._call_inline(queue, batch)
+            # The task starts once this request awaits below, with the request already queued.
+            asyncio.create_task(self._drain(queue), name=f"batch-{model.tag}")  # noqa: RUF006
         future: asyncio.Future[np.ndarray[Any, Any]] = asyncio.get_running_loop().create_future()
         queue.pending.append((batch, future))
         queue.pending_rows += batch.n_rows
-        if not queue.draining:
-            queue.draining = True
-            asyncio.create_task(self._drain(queue), name=f"batch-{queue.model.tag}")  # noqa: RUF006
         return await future
 
-    def _call_inline(self, queue: _ModelQueue, batch: Batch) -> np.ndarray[Any, Any]:
+    def _call_inline(self, model: LoadedModel, batch: Batch) -> np.ndarray[Any, Any]:
         started = time.perf_counter()
         try:
-            return queue.model.predict_proba(batch)
+            return model.predict_proba(batch)
         finally:
-            self._record_cost(queue.model, time.perf_counter() - started)
-            self._forget_if_idle(queue)
+            self._record_cost(model, time.perf_counter() - started)
 
     async def _drain(self, queue: _ModelQueue) -> None:
         behind_a_call = False  # the first request found no queue: it never waits
@@ -108,14 +102,15 @@ class MicroBatcher:
                     self._record_cost(queue.model, time.perf_counter() - started)
                 self._hand_out(taken, probabilities)
         finally:
-            queue.draining = False
-            self._forget_if_idle(queue)
+            # Dropping the queue drops its reference to the model, so a replaced model can be
+            # freed; requests that arrive later start a new one.
+            self._queues.pop(id(queue.model), None)
 
     def _take(self, queue: _ModelQueue) -> list[Waiter]:
         taken: list[Waiter] = []
         rows = 0
         while queue.pending and (not taken or rows + queue.pending[0][0].n_rows <= self.max_rows):
-            item = queue.pending.pop(0)
+            item = queue.pending.popleft()
             rows += item[0].n_rows
             taken.append(item)
         queue.pending_rows -= rows
@@ -129,8 +124,3 @@ class MicroBatcher:
             if not future.done():  # the client may have gone away
                 future.set_result(probabilities[start:end])
             start = end
-
-    def _forget_if_idle(self, queue: _ModelQueue) -> None:
-        # Dropping the queue drops its reference to the model, so a replaced model can be freed.
-        if not queue.draining and not queue.pending:
-            self._queues.pop(id(queue.model), None)

@@ -5,8 +5,9 @@ is served wholly by one model. A swap loads and verifies the new model off the e
 while the old one keeps serving, persists the pointer, then replaces the reference in one
 assignment; the old model is freed when its last in-flight request drops it.
 
-The holder keeps models by tag in ``_loaded`` so that shadow and canary routing can keep
-several at once later; today exactly the active one is kept.
+Nothing here assumes a single model beyond ``_active``: a ``LoadedModel`` is self-contained
+(schema, runtime, its own micro-batching queue and metric labels), so shadow and canary
+routing can hold several side by side.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio.to_thread
 
@@ -29,11 +31,11 @@ logger = logging.getLogger(__name__)
 ModelLoader = Callable[[ModelRegistry, str, InputLimits], LoadedModel]
 
 
+@dataclass(frozen=True)
 class SwapOutcome:
-    def __init__(self, previous_tag: str | None, active_tag: str, load_ms: float) -> None:
-        self.previous_tag = previous_tag
-        self.active_tag = active_tag
-        self.load_ms = load_ms
+    previous_tag: str | None
+    active_tag: str
+    load_ms: float
 
 
 class ModelHolder:
@@ -49,7 +51,6 @@ class ModelHolder:
         self._limits = limits
         self._loader = loader
         self._active: LoadedModel | None = None
-        self._loaded: dict[str, LoadedModel] = {}
         self._swap_lock = asyncio.Lock()
 
     # -- reading -----------------------------------------------------------------------
@@ -80,14 +81,12 @@ class ModelHolder:
         """
         validate_tag(tag)
         async with self._swap_lock:
-            previous = self._active
+            previous = self.active_tag
             try:
                 model = await self._load(tag)
                 await anyio.to_thread.run_sync(
                     lambda: self._registry.write_active(
-                        tag,
-                        updated_by=requested_by,
-                        previous_tag=previous.tag if previous else None,
+                        tag, updated_by=requested_by, previous_tag=previous
                     )
                 )
             except Exception:  # a bug in loading is a failed swap too, for the swap alerts
@@ -95,20 +94,22 @@ class ModelHolder:
                 raise
             self._install(model)
             self._metrics.swap_finished(succeeded=True)
+            outcome = SwapOutcome(previous, tag, model.load_seconds * 1000)
             logger.info(
                 "swapped model %s -> %s (%.0f ms) by %s",
-                previous.tag if previous else None,
+                previous,
                 tag,
-                model.load_seconds * 1000,
+                outcome.load_ms,
                 requested_by,
             )
-            return SwapOutcome(previous.tag if previous else None, tag, model.load_seconds * 1000)
+            return outcome
 
     async def sync_with_registry(self) -> bool:
         """Follow the registry pointer (another worker or replica may have moved it).
 
-        Returns True when the active model matches the pointer afterwards. Never raises for
-        storage trouble: the current model keeps serving and the problem is logged.
+        Returns True when the active model matches the pointer afterwards. Never raises: on
+        storage trouble or a model that fails to load, the current model keeps serving and
+        the problem is logged.
         """
         try:
             pointer = await anyio.to_thread.run_sync(self._registry.read_active)
@@ -125,17 +126,13 @@ class ModelHolder:
                 return True
             try:
                 model = await self._load(pointer.tag)
-            except ServiceError as exc:
+            except Exception as exc:  # whatever failed, the current model keeps serving
                 logger.error(
                     "cannot load %s named by the pointer, keeping %s: %s",
                     pointer.tag,
                     self.active_tag,
-                    exc.message,
-                )
-                return False
-            except Exception:
-                logger.exception(
-                    "cannot load %s named by the pointer, keeping %s", pointer.tag, self.active_tag
+                    exc,
+                    exc_info=not isinstance(exc, ServiceError),  # a bug: keep its traceback
                 )
                 return False
             self._install(model)
@@ -147,10 +144,8 @@ class ModelHolder:
 
     def _install(self, model: LoadedModel) -> None:
         # One reference assignment: requests that already hold the old model finish with it.
-        self._loaded = {model.tag: model}
         self._active = model
         self._metrics.model_activated(model.tag, model.meta.model_type, model.load_seconds)
 
     def release_all(self) -> None:
         self._active = None
-        self._loaded = {}

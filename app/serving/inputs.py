@@ -10,7 +10,8 @@ import csv
 import io
 import math
 import re
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,19 @@ def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
     return array
 
 
+# Where a value sits, for error messages: a row of the JSON body or a line of the CSV file
+# (line 1 is the header).
+Locate = Callable[[int], str]
+
+
+def _json_row(index: int) -> str:
+    return f"instances[{index}]"
+
+
+def _csv_line(index: int) -> str:
+    return f"CSV line {index + 2}"
+
+
 def _describe(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -144,6 +158,11 @@ class InputSchema:
             f.name: frozenset(f.categories or ()) for f in self.features if f.dtype == "category"
         }
         self.limits = limits
+
+    @classmethod
+    def unlimited(cls, features: Sequence[FeatureSpec]) -> InputSchema:
+        """The schema without request limits, for rows we wrote ourselves (reference rows)."""
+        return cls(features, InputLimits(max_rows=sys.maxsize, max_string_length=sys.maxsize))
 
     # -- JSON ------------------------------------------------------------------------
     def parse_json(self, body: bytes) -> Batch:
@@ -171,11 +190,11 @@ class InputSchema:
         for index, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise InvalidInput(
-                    f"instances[{index}] must be an object mapping feature names to values",
+                    f"{_json_row(index)} must be an object mapping feature names to values",
                     reason="malformed_body",
                 )
             if row.keys() != self._name_set:
-                self._explain_keys(row.keys(), f"instances[{index}]")
+                self._explain_keys(row.keys(), _json_row(index))
         matrix = self._numeric_matrix(rows)
         if matrix is not None and self._all_numeric:
             return Batch(None, len(rows), matrix=matrix, names=self.names)
@@ -186,7 +205,7 @@ class InputSchema:
                 columns[feature.name] = matrix[:, self._numeric_index[feature.name]]
                 continue
             values = [row[feature.name] for row in rows]
-            columns[feature.name] = self._column(feature, values, "instances[{}]", unknown)
+            columns[feature.name] = self._column(feature, values, _json_row, unknown)
         return Batch(columns=columns, n_rows=len(rows), unknown_categories=unknown)
 
     def _numeric_matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray[Any, Any] | None:
@@ -236,7 +255,7 @@ class InputSchema:
         for line_index, record in enumerate(body):
             if len(record) != len(header):
                 raise InvalidInput(
-                    f"CSV line {line_index + 2}: {len(record)} fields, header has {len(header)}",
+                    f"{_csv_line(line_index)}: {len(record)} fields, header has {len(header)}",
                     reason="malformed_csv",
                 )
         columns: dict[str, np.ndarray[Any, Any]] = {}
@@ -244,7 +263,7 @@ class InputSchema:
         for feature in self.features:
             raw = [record[position[feature.name]] for record in body]
             values = [self._from_csv_cell(feature, cell, i) for i, cell in enumerate(raw)]
-            columns[feature.name] = self._column(feature, values, "CSV line {}", unknown, 2)
+            columns[feature.name] = self._column(feature, values, _csv_line, unknown)
         return Batch(columns=columns, n_rows=len(body), unknown_categories=unknown)
 
     def _from_csv_cell(self, feature: FeatureSpec, cell: str, index: int) -> Any:
@@ -259,7 +278,7 @@ class InputSchema:
             number = float(cell)
         except ValueError:
             raise InvalidInput(
-                f"CSV line {index + 2}, column {feature.name!r}: expected a number, "
+                f"{_csv_line(index)}, column {feature.name!r}: expected a number, "
                 f"got {_describe(cell)}",
                 reason="wrong_type",
             ) from None
@@ -299,55 +318,54 @@ class InputSchema:
         self,
         feature: FeatureSpec,
         values: list[Any],
-        where: str,
+        where: Locate,
         unknown: dict[str, int],
-        offset: int = 0,
     ) -> np.ndarray[Any, Any]:
         if feature.dtype == "category":
-            return self._category_column(feature, values, where, unknown, offset)
-        return self._numeric_column(feature, values, where, offset)
+            return self._category_column(feature, values, where, unknown)
+        return self._numeric_column(feature, values, where)
 
-    def _null(self, feature: FeatureSpec, where: str, index: int, offset: int) -> None:
+    def _null(self, feature: FeatureSpec, where: Locate, index: int) -> None:
         if not feature.nullable:
             raise InvalidInput(
-                f"{where.format(index + offset)}: feature {feature.name!r} may not be null",
+                f"{where(index)}: feature {feature.name!r} may not be null",
                 reason="null_value",
             )
 
     def _numeric_column(
-        self, feature: FeatureSpec, values: list[Any], where: str, offset: int
+        self, feature: FeatureSpec, values: list[Any], where: Locate
     ) -> np.ndarray[Any, Any]:
         fast = _plain_numbers(values)
         if fast is not None and (feature.dtype == "float" or np.all(np.mod(fast, 1) == 0)):
             return fast
         # Something is off (or null): the per-value walk finds it and names the row.
-        return self._numeric_column_checked(feature, values, where, offset)
+        return self._numeric_column_checked(feature, values, where)
 
     def _numeric_column_checked(
-        self, feature: FeatureSpec, values: list[Any], where: str, offset: int
+        self, feature: FeatureSpec, values: list[Any], where: Locate
     ) -> np.ndarray[Any, Any]:
         out = np.empty(len(values), dtype=np.float64)
         for index, value in enumerate(values):
             if value is None:
-                self._null(feature, where, index, offset)
+                self._null(feature, where, index)
                 out[index] = math.nan
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InvalidInput(
-                    f"{where.format(index + offset)}: feature {feature.name!r} expects a number, "
+                    f"{where(index)}: feature {feature.name!r} expects a number, "
                     f"got {_describe(value)}",
                     reason="wrong_type",
                 )
             number = float(value) if abs(value) <= MAX_ABS_NUMBER else math.inf
             if not math.isfinite(number):
                 raise InvalidInput(
-                    f"{where.format(index + offset)}: feature {feature.name!r} is out of range "
+                    f"{where(index)}: feature {feature.name!r} is out of range "
                     f"(|x| must be finite and at most {MAX_ABS_NUMBER:g})",
                     reason="out_of_range",
                 )
             if feature.dtype == "int" and not number.is_integer():
                 raise InvalidInput(
-                    f"{where.format(index + offset)}: feature {feature.name!r} expects an integer, "
+                    f"{where(index)}: feature {feature.name!r} expects an integer, "
                     f"got {_describe(value)}",
                     reason="wrong_type",
                 )
@@ -358,28 +376,26 @@ class InputSchema:
         self,
         feature: FeatureSpec,
         values: list[Any],
-        where: str,
+        where: Locate,
         unknown: dict[str, int],
-        offset: int,
     ) -> np.ndarray[Any, Any]:
         out = np.empty(len(values), dtype=object)
         known = self._known[feature.name]
         limit = self.limits.max_string_length
         for index, value in enumerate(values):
             if value is None:
-                self._null(feature, where, index, offset)
+                self._null(feature, where, index)
                 out[index] = MISSING_CATEGORY
                 continue
             if not isinstance(value, str):
                 raise InvalidInput(
-                    f"{where.format(index + offset)}: feature {feature.name!r} expects a string, "
+                    f"{where(index)}: feature {feature.name!r} expects a string, "
                     f"got {_describe(value)}",
                     reason="wrong_type",
                 )
             if len(value) > limit:
                 raise InvalidInput(
-                    f"{where.format(index + offset)}: feature {feature.name!r} is longer than "
-                    f"{limit} characters",
+                    f"{where(index)}: feature {feature.name!r} is longer than {limit} characters",
                     reason="too_long",
                 )
             if value not in known:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
 
 import numpy as np
 
@@ -16,12 +17,6 @@ from app.serving.inputs import Batch, InputLimits, InputSchema
 from app.serving.runtime import OnnxRuntime, Runtime, SklearnRuntime
 
 
-class Classifier(Protocol):
-    classes_: Any
-
-    def predict_proba(self, features: Any, /) -> Any: ...
-
-
 @dataclass(frozen=True)
 class PredictionResult:
     """The outcome of one model call: which model answered, and per-row probabilities."""
@@ -30,21 +25,26 @@ class PredictionResult:
     classes: list[str]
     probabilities: np.ndarray[Any, Any]
 
+    @cached_property
+    def _winners(self) -> list[int]:
+        """Index of the top class of each row; labels, confidence and rows all use it."""
+        winners: list[int] = self.probabilities.argmax(axis=1).tolist()
+        return winners
+
     @property
     def labels(self) -> list[str]:
-        return [self.classes[i] for i in self.probabilities.argmax(axis=1)]
+        return [self.classes[i] for i in self._winners]
 
     @property
     def confidence(self) -> np.ndarray[Any, Any]:
-        return np.asarray(self.probabilities.max(axis=1))
+        return np.asarray(self.probabilities[np.arange(len(self._winners)), self._winners])
 
     def rows(self) -> list[dict[str, Any]]:
         """Response rows: the top label and every class probability, in input order."""
         classes = self.classes
-        winners = self.probabilities.argmax(axis=1).tolist()
         return [
             {"label": classes[winner], "probabilities": dict(zip(classes, row, strict=True))}
-            for winner, row in zip(winners, self.probabilities.tolist(), strict=True)
+            for winner, row in zip(self._winners, self.probabilities.tolist(), strict=True)
         ]
 
 
@@ -116,8 +116,7 @@ def _runtime(
 
 
 def _time_one_row(model: LoadedModel) -> float:
-    unlimited = replace(model.schema.limits, max_rows=1)
-    batch = InputSchema(model.meta.features, unlimited).rows_to_batch(
+    batch = InputSchema.unlimited(model.meta.features).rows_to_batch(
         model.meta.reference.instances[:1]
     )
     model.predict_proba(batch)  # warm
@@ -147,8 +146,7 @@ def _check_reference(model: LoadedModel) -> None:
     reference = model.meta.reference
     try:
         # The reference sample is checked whatever the request limits are.
-        unlimited = replace(model.schema.limits, max_rows=max(len(reference.instances), 1))
-        batch = InputSchema(model.meta.features, unlimited).rows_to_batch(reference.instances)
+        batch = InputSchema.unlimited(model.meta.features).rows_to_batch(reference.instances)
         labels = model.predict(batch).labels
     except Exception as exc:
         raise ModelRejected(
