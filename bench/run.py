@@ -16,18 +16,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import psutil
 import sklearn
 import typer
@@ -37,6 +34,8 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import bench_model  # noqa: E402
+
+from app.local_server import free_port, wait_until_ok  # noqa: E402
 
 PEER_VENV = BENCH / ".peer-venv"
 PEER_PACKAGES = ["mlserver", "mlserver-sklearn", f"scikit-learn=={sklearn.__version__}", "joblib"]
@@ -58,26 +57,6 @@ class Measurement:
     rss_mib: float
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready within {timeout} s")
-
-
 def tree_rss_mib(pid: int) -> float:
     process = psutil.Process(pid)
     members = [process, *process.children(recursive=True)]
@@ -89,7 +68,7 @@ def running(command: list[str], ready_url: str, env: dict[str, str]) -> Iterator
     log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=ROOT)
     try:
-        wait_ready(ready_url, process)
+        wait_until_ok(ready_url, process, timeout=120)
         yield process.pid
     except Exception:
         log.flush()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from app.registry.model_file import load_model, sha256_hex
 from ml.errors import DataError
 
 RAW_DATA = Path("data/raw.csv")
@@ -28,6 +29,15 @@ def write_json(path: Path, document: Any) -> None:
     """Write a small JSON output, creating its folder (DVC removes outputs before a run)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def read_model(path: Path) -> Any:
+    """The trained pipeline, loaded with the service's own checks (skops allow-list)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found: run the train stage first") from None
+    return load_model(data, expected_sha256=sha256_hex(data))
 
 
 def read_json(path: Path) -> Any:

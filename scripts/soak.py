@@ -16,7 +16,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from typing import Annotated, Any
 import httpx
 import psutil
 import typer
+
+from app.local_server import free_port, wait_until_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # never anything else: the soak test stays on this machine
@@ -58,26 +59,6 @@ class Run:
     samples: list[Sample] = field(default_factory=list)
     swaps: list[Swap] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} during start")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"server on {url} not ready within {timeout} s")
 
 
 def _workers(server: psutil.Process, expected: int, timeout: float = 60) -> list[psutil.Process]:
@@ -255,7 +236,7 @@ def main(
     instances = [dict(row) for row in registry.read_meta(tags[0]).reference.instances]
 
     token = secrets.token_hex(24)
-    port = _free_port()
+    port = free_port()
     url = f"http://{HOST}:{port}"
     env = {
         **os.environ,
@@ -269,7 +250,7 @@ def main(
     with tempfile.NamedTemporaryFile(prefix="soak-server-", suffix=".log") as log:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
         try:
-            _wait_ready(url, server)
+            wait_until_ok(f"{url}/v2/health/ready", server, timeout=120)
             workers = _workers(psutil.Process(server.pid), WORKERS)
             print(
                 f"soak: {clients} clients for {duration:g} s, swapping {tags[0]} <-> {tags[1]} "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -23,27 +22,9 @@ import httpx
 import psutil
 import typer
 
+from app.local_server import free_port, wait_until_ok
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("server exited during start")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("server not ready in time")
 
 
 def _rss_mb(pid: int) -> float:
@@ -63,14 +44,14 @@ def main(
     swaps: Annotated[int, typer.Option(min=2, max=10_000)] = 200,
 ) -> None:
     token = secrets.token_hex(24)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "ML_API_REGISTRY_URL": registry_url, "ML_API_ADMIN_TOKEN": token}
     env["ML_API_LOG_LEVEL"] = "warning"
     command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
-        _wait_ready(url, server)
+        wait_until_ok(f"{url}/v2/health/ready", server)
         with httpx.Client(base_url=url, timeout=60) as http:
             tags = [e["tag"] for e in http.get("/get_experiment_metas").json() if not e["broken"]]
             if len(tags) < 2:

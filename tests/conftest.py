@@ -17,6 +17,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.local_server import free_port
 from app.main import create_app
 from app.registry.store import ModelRegistry
 from app.settings import Settings
@@ -24,12 +25,6 @@ from tests.models import publish
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

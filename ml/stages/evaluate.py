@@ -25,9 +25,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from app.registry.model_file import load_model, sha256_hex
 from app.serving.inputs import MISSING_CATEGORY
-from ml.errors import DataError, run_stage
+from ml.errors import run_stage
 from ml.estimators import single_threaded
 from ml.layout import (
     CONFUSION_PLOT,
@@ -37,6 +36,7 @@ from ml.layout import (
     SCHEMA_FILE,
     TEST_DATA,
     TEST_METRICS,
+    read_model,
     write_json,
 )
 from ml.params import RobustnessParams, load_params
@@ -184,11 +184,7 @@ def _run() -> None:
     params = load_params()
     schema = read_schema(SCHEMA_FILE)
     features, labels = read_split(TEST_DATA, schema)
-    try:
-        data = MODEL_FILE.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{MODEL_FILE}: not found: run the train stage first") from None
-    model = load_model(data, expected_sha256=sha256_hex(data))
+    model = read_model(MODEL_FILE)
     evaluation = evaluate(model, features, labels, schema, params.evaluate.robustness)
     write_outputs(evaluation)
     metrics, damaged = evaluation.metrics, evaluation.metrics["robustness"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from app.registry.model_file import sha256_hex
 from ml.errors import run_stage
 from ml.layout import RAW_DATA
 from ml.params import load_params
@@ -16,7 +16,7 @@ def load(source: Path, output: Path) -> str:
     data = read_source(source)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
+    return sha256_hex(data)
 
 
 def _run() -> None:

@@ -7,7 +7,6 @@ The registry URL comes from the service settings (``ML_API_REGISTRY_URL``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from app.registry.meta import ExperimentMeta, FeatureSpec
-from app.registry.model_file import load_model, sha256_hex
+from app.registry.model_file import sha256_hex
 from app.registry.publish import publish_experiment
 from app.registry.store import ModelRegistry
 from app.settings import Settings
@@ -35,6 +34,7 @@ from ml.layout import (
     TEST_METRICS,
     TRAIN_DATA,
     read_json,
+    read_model,
     write_json,
 )
 from ml.params import Params, params_hash, read_params_document, validate_params
@@ -128,7 +128,7 @@ def gather(params_document: dict[str, Any]) -> Experiment:
         test_frame, test_labels, training_frame, schema.features, params.publish.reference_rows
     )
     return Experiment(
-        model=_read_model(MODEL_FILE),
+        model=read_model(MODEL_FILE),
         schema=schema,
         training_frame=training_frame,
         test_frame=test_frame,
@@ -141,17 +141,9 @@ def gather(params_document: dict[str, Any]) -> Experiment:
     )
 
 
-def _read_model(path: Path) -> Any:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found: run the train stage first") from None
-    return load_model(data, expected_sha256=sha256_hex(data))
-
-
 def _sha256_file(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_hex(path.read_bytes())
     except FileNotFoundError:
         raise DataError(f"{path}: not found: run the load stage first") from None
 

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.local_server import free_port
 from tests.delivery.tools import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -166,12 +166,6 @@ def image() -> str:
     )
     assert build.returncode == 0, f"docker build failed:\n{build.stdout[-6000:]}{build.stderr}"
     return IMAGE
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Container:

@@ -6,14 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, PROJECT_ROOT, free_port
+from app.local_server import free_port, wait_until_ok
+from tests.conftest import ADMIN_TOKEN, PROJECT_ROOT
 
 
 class Server:
@@ -64,19 +64,9 @@ class Server:
         return ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
 
     def wait(self, ready: bool = True, timeout: float = 60.0) -> None:
-        path = "/v2/health/ready" if ready else "/v2/health/live"
-        deadline = time.monotonic() + timeout
         assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}")
-            try:
-                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"server on {self.url} not {'ready' if ready else 'live'} in time")
+        path = "/v2/health/ready" if ready else "/v2/health/live"
+        wait_until_ok(self.url + path, self.process, timeout)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process is None or self.process.poll() is not None:

@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from app.container import Container
+from app.local_server import free_port
 from app.main import create_app
 from app.metrics import ServiceMetrics
 from app.registry.meta import ExperimentMeta
@@ -44,7 +45,7 @@ from app.serving.holder import ModelHolder
 from app.serving.inputs import InputLimits
 from app.serving.model import LoadedModel, load_verified
 from app.settings import Settings
-from tests.conftest import ADMIN_TOKEN, free_port, wait_for_port
+from tests.conftest import ADMIN_TOKEN, wait_for_port
 from tests.e2e.server import Server, auth_headers
 from tests.models import sample_rows, trained
 

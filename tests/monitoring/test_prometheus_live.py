@@ -19,7 +19,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, wait_for_port
+from app.local_server import free_port
+from tests.conftest import wait_for_port
 from tests.e2e.server import Server, auth_headers
 from tests.models import sample_rows
 from tests.monitoring.promql import Expression, all_expressions, referenced_metrics
