@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.container import Container
 from app.local_server import free_port
 from app.main import create_app
 from app.registry.store import ModelRegistry
@@ -73,15 +75,23 @@ def settings(registry_dir: Path) -> Settings:
     )
 
 
+@contextlib.asynccontextmanager
+async def app_client(
+    settings: Settings,
+    container: Container | None = None,
+    raise_app_exceptions: bool = True,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app, in process, with its start-up and shutdown run."""
+    app = create_app(settings, container=container)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=raise_app_exceptions)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as http,
-    ):
+    async with app_client(settings) as http:
         yield http
 
 

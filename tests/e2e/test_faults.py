@@ -27,7 +27,6 @@ import httpx
 import orjson
 import pytest
 import skops.io as sio
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
 from prometheus_client import REGISTRY
 from sklearn.pipeline import Pipeline
@@ -35,7 +34,6 @@ from sklearn.preprocessing import FunctionTransformer
 
 from app.container import Container
 from app.local_server import free_port
-from app.main import create_app
 from app.metrics import ServiceMetrics
 from app.registry.meta import ExperimentMeta
 from app.registry.model_file import sha256_hex
@@ -45,7 +43,7 @@ from app.serving.holder import ModelHolder
 from app.serving.inputs import InputLimits
 from app.serving.model import LoadedModel, load_verified
 from app.settings import Settings
-from tests.conftest import ADMIN_TOKEN, wait_for_port
+from tests.conftest import ADMIN_TOKEN, app_client, wait_for_port
 from tests.e2e.server import Server, auth_headers
 from tests.models import sample_rows, trained
 
@@ -284,13 +282,8 @@ async def test_swap_with_an_unexpected_load_error_is_a_counted_failure(
     container = Container(settings=settings)
     holder = ModelHolder(registry, ServiceMetrics(), LIMITS, loader=FlakyLoader("boost"))
     container.model_holder.override(providers.Object(holder))
-    app = create_app(settings, container=container)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     failures = REGISTRY.get_sample_value("ml_api_model_swaps_total", {"result": "failure"}) or 0
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
-    ):
+    async with app_client(settings, container, raise_app_exceptions=False) as http:
         response = await http.post("/replace_ml_model", json={"tag": "boost"}, headers=auth)
         served = await http.post("/predict", json={"instances": ROW})
     assert response.status_code == 500

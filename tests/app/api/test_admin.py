@@ -5,12 +5,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
 
-from app.main import create_app
 from app.registry.store import ModelRegistry
 from app.settings import Settings
+from tests.conftest import app_client
 from tests.models import sample_rows
 
 
@@ -104,13 +103,7 @@ async def test_tampered_model_is_refused_and_old_model_keeps_serving(
 
 
 async def test_management_disabled_without_configured_token(registry_dir: Path) -> None:
-    app = create_app(Settings(registry_url=str(registry_dir)))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as http,
-    ):
+    async with app_client(Settings(registry_url=str(registry_dir))) as http:
         response = await http.post(
             "/replace_ml_model", json={"tag": "boost"}, headers={"Authorization": "Bearer x"}
         )

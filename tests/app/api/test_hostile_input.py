@@ -21,10 +21,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
 from app.settings import PROJECT_ROOT, Settings
+from tests.conftest import app_client
 from tests.models import sample_rows
 
 ROW: dict[str, Any] = sample_rows(1)[0]
@@ -292,15 +291,9 @@ MAX_BYTES = 4096
 
 @pytest.fixture
 async def small_client(registry_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
+    async with app_client(
         Settings(registry_url=str(registry_dir), max_rows=3, max_upload_bytes=MAX_BYTES)
-    )
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as http,
-    ):
+    ) as http:
         yield http
 
 

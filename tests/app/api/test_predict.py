@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.registry.store import ModelRegistry
+from tests.conftest import app_client
 from tests.models import model_frame, sample_rows, trained
 
 
@@ -136,18 +137,10 @@ async def test_multipart_without_file_field_is_refused(client: httpx.AsyncClient
 
 
 async def test_too_many_rows_is_413(registry_dir: Any) -> None:
-    from asgi_lifespan import LifespanManager
 
-    from app.main import create_app
     from app.settings import Settings
 
-    app = create_app(Settings(registry_url=str(registry_dir), max_rows=3))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as http,
-    ):
+    async with app_client(Settings(registry_url=str(registry_dir), max_rows=3)) as http:
         ok = await http.post("/predict", json={"instances": sample_rows(3)})
         too_many = await http.post("/predict", json={"instances": sample_rows(4)})
     assert ok.status_code == 200
@@ -156,19 +149,12 @@ async def test_too_many_rows_is_413(registry_dir: Any) -> None:
 
 
 async def test_body_over_limit_is_413(registry_dir: Any) -> None:
-    from asgi_lifespan import LifespanManager
 
-    from app.main import create_app
     from app.settings import Settings
 
-    app = create_app(Settings(registry_url=str(registry_dir), max_upload_bytes=2000))
     big = orjson.dumps({"instances": sample_rows(40)})
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as http,
-    ):
+    settings = Settings(registry_url=str(registry_dir), max_upload_bytes=2000)
+    async with app_client(settings) as http:
         response = await http.post(
             "/predict", content=big, headers={"content-type": "application/json"}
         )
@@ -211,19 +197,11 @@ async def test_predictions_are_counted_by_label(client: httpx.AsyncClient) -> No
 
 
 async def test_no_active_model_gives_503(registry: ModelRegistry, registry_dir: Any) -> None:
-    from asgi_lifespan import LifespanManager
 
-    from app.main import create_app
     from app.settings import Settings
 
     (registry_dir / "active.json").unlink()
-    app = create_app(Settings(registry_url=str(registry_dir)))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as http,
-    ):
+    async with app_client(Settings(registry_url=str(registry_dir))) as http:
         response = await http.post("/predict", json={"instances": sample_rows(1)})
         ready = await http.get("/v2/health/ready")
     assert response.status_code == 503

@@ -20,15 +20,13 @@ from typing import Any, NoReturn
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
 
 from app.container import Container
 from app.errors import Unauthorized
-from app.main import create_app
 from app.security import AdminTokenChecker
 from app.settings import Settings
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, app_client
 from tests.e2e.server import Server
 from tests.models import sample_rows
 
@@ -145,11 +143,7 @@ ORIGIN = "https://dashboard.example.org"
 
 async def _cors_responses(settings: Settings, origin: str) -> list[httpx.Response]:
     """A preflight, a simple GET and a POST from ``origin``."""
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
-    ):
+    async with app_client(settings) as c:
         preflight = await c.options(
             "/predict",
             headers={
@@ -200,14 +194,9 @@ class ExplodingService:
 async def exploding_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     container = Container(settings=settings)
     container.prediction_service.override(providers.Object(ExplodingService()))
-    app = create_app(settings, container=container)
     # The server error middleware re-raises after answering, as it should for the server's
     # log; the transport must hand us the answer instead of raising.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        LifespanManager(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
-    ):
+    async with app_client(settings, container, raise_app_exceptions=False) as http:
         yield http
 
 

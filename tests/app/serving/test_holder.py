@@ -8,18 +8,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from dependency_injector import providers
 
 from app.container import Container
 from app.errors import ModelRejected, RegistryUnavailable
-from app.main import create_app
 from app.metrics import ServiceMetrics
 from app.registry.meta import ActivePointer
 from app.registry.store import ModelRegistry
 from app.serving.holder import ModelHolder
 from app.serving.inputs import InputLimits
 from app.settings import Settings
+from tests.conftest import app_client
 from tests.fakes import GatedLoader, RefusingLoader
 from tests.models import sample_rows
 
@@ -42,11 +41,7 @@ async def gated_client(
     gated.gate.clear()
     gated.started.clear()
     container.model_holder.override(providers.Object(holder))
-    app = create_app(settings, container=container)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://t") as c,
-    ):
+    async with app_client(settings, container=container) as c:
         yield c
 
 
