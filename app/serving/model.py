@@ -27,7 +27,7 @@ class PredictionResult:
 
     @cached_property
     def _winners(self) -> list[int]:
-        """Index of the top class of each row; labels, confidence and rows all use it."""
+        """Index of the top class of each row; labels and response rows both use it."""
         winners: list[int] = self.probabilities.argmax(axis=1).tolist()
         return winners
 
@@ -37,7 +37,7 @@ class PredictionResult:
 
     @property
     def confidence(self) -> np.ndarray[Any, Any]:
-        return np.asarray(self.probabilities[np.arange(len(self._winners)), self._winners])
+        return np.asarray(self.probabilities.max(axis=1))
 
     def rows(self) -> list[dict[str, Any]]:
         """Response rows: the top label and every class probability, in input order."""
