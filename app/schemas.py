@@ -78,6 +78,11 @@ class ReplaceResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: str
     model_tag: str | None = None
+    serving_since: datetime | None = Field(
+        default=None,
+        description="When this worker started serving the model: compare with the "
+        "pointer's updated_at to see how long a swap took to reach it.",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -26,7 +26,9 @@ async def ready(holder: ModelHolderDep, response: Response) -> HealthResponse:
     if not holder.ready:
         response.status_code = 503
         return HealthResponse(status="not_ready")
-    return HealthResponse(status="ready", model_tag=holder.active_tag)
+    return HealthResponse(
+        status="ready", model_tag=holder.active_tag, serving_since=holder.active_since
+    )
 
 
 @router.get("/metrics", include_in_schema=False)

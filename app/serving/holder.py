@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import anyio.to_thread
 
@@ -51,6 +52,7 @@ class ModelHolder:
         self._limits = limits
         self._loader = loader
         self._active: LoadedModel | None = None
+        self._active_since: datetime | None = None
         self._swap_lock = asyncio.Lock()
 
     # -- reading -----------------------------------------------------------------------
@@ -68,6 +70,11 @@ class ModelHolder:
     def active_tag(self) -> str | None:
         model = self._active
         return None if model is None else model.tag
+
+    @property
+    def active_since(self) -> datetime | None:
+        """When this worker started serving the active model (how fast a swap reached it)."""
+        return self._active_since
 
     @property
     def ready(self) -> bool:
@@ -145,7 +152,9 @@ class ModelHolder:
     def _install(self, model: LoadedModel) -> None:
         # One reference assignment: requests that already hold the old model finish with it.
         self._active = model
+        self._active_since = datetime.now(UTC)
         self._metrics.model_activated(model.tag, model.meta.model_type, model.load_seconds)
 
     def release_all(self) -> None:
         self._active = None
+        self._active_since = None

@@ -1,13 +1,34 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
+
+from tests.conftest import ADMIN_TOKEN
 
 
 async def test_live_and_ready(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v2/health/live")).status_code == 200
     ready = await client.get("/v2/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model_tag": "base"}
+    body = ready.json()
+    assert (body["status"], body["model_tag"]) == ("ready", "base")
+    # The worker says since when it serves that model: it loaded it at start-up, just now.
+    since = datetime.fromisoformat(body["serving_since"])
+    assert timedelta(0) <= datetime.now(UTC) - since < timedelta(minutes=5)
+
+
+async def test_serving_since_moves_with_a_swap(client: httpx.AsyncClient) -> None:
+    before = datetime.fromisoformat((await client.get("/v2/health/ready")).json()["serving_since"])
+    swapped = await client.post(
+        "/replace_ml_model",
+        json={"tag": "boost"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert swapped.status_code == 200
+    after = (await client.get("/v2/health/ready")).json()
+    assert after["model_tag"] == "boost"
+    assert datetime.fromisoformat(after["serving_since"]) > before
 
 
 async def test_metrics_exposes_service_metrics(client: httpx.AsyncClient) -> None:
