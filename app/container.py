@@ -25,7 +25,11 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Dependency(instance_of=Settings)
 
-    registry = providers.Singleton(ModelRegistry, url=settings.provided.registry_url)
+    registry = providers.Singleton(
+        ModelRegistry,
+        url=settings.provided.registry_url,
+        storage_options=settings.provided.registry_storage_options,
+    )
     metrics = providers.Singleton(ServiceMetrics)
     input_limits = providers.Singleton(
         InputLimits,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     registry_url: str = Field(
         default=str(PROJECT_ROOT / "registry"),
         description="fsspec URL of the model registry: a local folder or s3://bucket/prefix.",
+    )
+    registry_storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for the registry (JSON object); a key given here "
+        "replaces the built-in one (S3: 2 s connect timeout, 2 attempts per try).",
     )
     admin_token: SecretStr | None = Field(
         default=None,

@@ -9,6 +9,7 @@ Layout::
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -40,12 +41,36 @@ ACTIVE_FILE = "active.json"
 EXPERIMENTS_DIR = "experiments"
 
 
+# botocore makes 5 attempts, with back-off, inside each of s3fs's 5 tries, with a 60 s connect
+# timeout: a refused connection held every read for about 7 s (a swap during an outage answered
+# 503 only after ~10 s), a black-holed endpoint for minutes. With 2 attempts and a 2 s connect
+# timeout a refused read gives up in about 1 s; s3fs still retries dropped connections itself.
+DEFAULT_STORAGE_OPTIONS: dict[str, dict[str, Any]] = {
+    "s3": {
+        "config_kwargs": {
+            "connect_timeout": 2,
+            "read_timeout": 30,
+            "retries": {"total_max_attempts": 2, "mode": "standard"},
+        }
+    },
+}
+
+
+def storage_options_for(url: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """fsspec options for ``url``: the defaults of its protocol, each key replaced by
+    ``overrides`` (``ML_API_REGISTRY_STORAGE_OPTIONS``) when given there."""
+    protocol, _ = fsspec.core.split_protocol(url)
+    # A copy: botocore rewrites the retries dict it is given (max_attempts -> total_max_attempts).
+    defaults = copy.deepcopy(DEFAULT_STORAGE_OPTIONS.get(protocol or "file", {}))
+    return {**defaults, **(overrides or {})}
+
+
 class ModelRegistry:
     """Reads and writes experiments and the active pointer; knows nothing of serving."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.url = url
-        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        fs, root = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
         self._fs: fsspec.AbstractFileSystem = fs
         self._root = root.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)

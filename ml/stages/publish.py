@@ -148,20 +148,22 @@ def _sha256_file(path: Path) -> str:
         raise DataError(f"{path}: not found: run the load stage first") from None
 
 
-def registry_url() -> str:
-    """The registry the service reads (ML_API_REGISTRY_URL), from the service's own settings."""
+def service_registry() -> ModelRegistry:
+    """The registry the service reads (``ML_API_REGISTRY_URL`` and its storage options),
+    from the service's own settings."""
     try:
-        return Settings().registry_url
+        settings = Settings()
     except ValidationError as exc:
         error = exc.errors()[0]
         raise PipelineError(f"service settings: {error['loc'][0]}: {error['msg']}") from None
+    return ModelRegistry(settings.registry_url, settings.registry_storage_options)
 
 
 def _run() -> None:
     document = read_params_document()
     experiment = gather(document)
     tag = resolve_tag(Path.cwd(), document, os.environ)
-    registry = ModelRegistry(registry_url())
+    registry = service_registry()
     existed = tag.tag in registry.list_tags()
     meta = publish(registry, experiment, tag)
     if existed and meta.metrics != experiment.metrics:

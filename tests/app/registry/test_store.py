@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from app.container import Container
 from app.errors import BrokenExperiment, ExperimentExists, ExperimentNotFound, InvalidTag
-from app.registry.store import ModelRegistry
+from app.registry.store import ModelRegistry, storage_options_for
+from app.settings import Settings
 from tests.models import publish
 
 
@@ -83,3 +85,30 @@ def test_folder_without_meta_is_not_listed(registry_dir: Path) -> None:
     (registry_dir / "experiments" / "halfway" / "model.skops").write_bytes(b"partial")
     tags = [e.tag for e in ModelRegistry(str(registry_dir)).list_experiments()]
     assert tags == ["boost", "base"]
+
+
+def test_s3_registry_gives_up_in_seconds_unless_told_otherwise(s3_endpoint: str) -> None:
+    """botocore's defaults (60 s connect timeout, 5 attempts inside each of s3fs's 5 tries)
+    would hold a swap for minutes on a black-holed endpoint; the registry bounds both."""
+    for _ in range(2):  # the second registry must not see defaults the first one's client changed
+        bounded = ModelRegistry("s3://bucket/models")
+        bounded.read_active()  # builds the botocore client from the options
+        config = bounded._fs.config_kwargs
+        assert config["connect_timeout"] == 2
+        assert config["retries"] == {"total_max_attempts": 2, "mode": "standard"}
+    # ML_API_REGISTRY_STORAGE_OPTIONS replaces a key as a whole, for a slower network.
+    patient = ModelRegistry("s3://bucket/models", {"config_kwargs": {"connect_timeout": 10}})
+    assert patient._fs.config_kwargs == {"connect_timeout": 10}
+    # Local folders take no S3 options.
+    assert storage_options_for("registry") == {}
+    assert storage_options_for("file:///srv/registry", {"auto_mkdir": True}) == {"auto_mkdir": True}
+
+
+def test_settings_storage_options_reach_the_services_registry(s3_endpoint: str) -> None:
+    options = {"config_kwargs": {"connect_timeout": 7}}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ML_API_REGISTRY_URL", "s3://bucket/models")
+        patch.setenv("ML_API_REGISTRY_STORAGE_OPTIONS", json.dumps(options))
+        settings = Settings()
+    registry = Container(settings=settings).registry()
+    assert registry._fs.config_kwargs == {"connect_timeout": 7}
