@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from app.registry.store import ModelRegistry
@@ -43,13 +46,32 @@ def swap(url: str, tag: str) -> dict[str, Any]:
     return result
 
 
+def on_new_connection(url: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """One request on a connection of its own, so that every worker of a server gets some.
+
+    The standard library's client: an ``httpx.Client`` per request builds a TLS context each
+    time, CPU that the servers under test would be short of on a small machine.
+    """
+    parsed = urlsplit(url)
+    connection = HTTPConnection(parsed.hostname or "", parsed.port, timeout=10)
+    try:
+        payload = None if body is None else orjson.dumps(body)
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        connection.request(method, path, body=payload, headers=headers)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()[:300]
+        result: dict[str, Any] = orjson.loads(response.read())
+        return result
+    finally:
+        connection.close()
+
+
 def tags_seen(url: str, n: int) -> set[str]:
-    """Tags of ``n`` requests, each on a new connection so that every worker gets some."""
-    seen = set()
-    for _ in range(n):
-        with httpx.Client(timeout=10) as fresh:
-            seen.add(fresh.post(f"{url}/predict", json={"instances": ROWS[:1]}).json()["model_tag"])
-    return seen
+    """Tags of ``n`` requests, each on a new connection."""
+    return {
+        on_new_connection(url, "POST", "/predict", {"instances": ROWS[:1]})["model_tag"]
+        for _ in range(n)
+    }
 
 
 def test_predict_swap_and_restart_keep_the_last_active_tag(registry_dir: Path) -> None:
@@ -76,8 +98,7 @@ def serving_since(url: str, tag: str, workers: int, timeout: float = 30.0) -> li
     deadline = time.monotonic() + timeout
     while len(seen) < workers:
         assert time.monotonic() < deadline, f"only {len(seen)} of {workers} workers serve {tag}"
-        with httpx.Client(timeout=10) as fresh:
-            body = fresh.get(f"{url}/v2/health/ready").json()
+        body = on_new_connection(url, "GET", "/v2/health/ready")
         if body["model_tag"] == tag:
             seen.add(datetime.fromisoformat(body["serving_since"]))
     return sorted(seen)
