@@ -23,6 +23,7 @@ from app.container import Container
 from app.errors import InvalidInput, ServiceError, Unauthorized
 from app.metrics import ServiceMetrics, process_exited
 from app.serving.background import follow_registry, measure_drift
+from app.serving.runtime import limit_native_threads
 from app.settings import Settings
 
 logger = logging.getLogger("app")
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        restore_threads = limit_native_threads(settings.model_threads)
         holder = container.model_holder()
         in_sync = await holder.sync_with_registry()
         # Everything loaded so far (libraries, the first model) lives as long as the process:
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             holder.release_all()
+            restore_threads()
             process_exited(os.getpid())
 
     app = FastAPI(

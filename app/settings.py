@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         default="auto",
         description="Model runtime: auto serves the ONNX copy when publishing verified it.",
     )
+    model_threads: int = Field(
+        default=1,
+        ge=1,
+        description="OpenMP/BLAS threads per worker for model calls; scale with workers.",
+    )
     batch_max_rows: int = Field(
         default=256, gt=0, description="Most rows one micro-batched model call may carry."
     )

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from app.errors import ModelRejected
 from app.registry.store import ModelRegistry
 from app.serving.inputs import InputLimits
 from app.serving.model import load_verified
 from app.serving.runtime import OnnxRuntime, SklearnRuntime
+from app.settings import Settings
+from tests.conftest import ADMIN_TOKEN, app_client
 from tests.models import model_frame, sample_rows, trained
 
 LIMITS = InputLimits(max_rows=1000, max_string_length=256)
@@ -55,3 +58,31 @@ def test_tampered_onnx_file_is_refused(registry: ModelRegistry, registry_dir: ob
     onnx_file.write_bytes(onnx_file.read_bytes() + b"x")
     with pytest.raises(ModelRejected, match="ONNX file sha256"):
         load_verified(registry, "base", LIMITS)
+
+
+def native_threads() -> dict[str, int]:
+    """Threads of each OpenMP/BLAS pool loaded in this process, keyed by library file."""
+    return {pool["filepath"]: pool["num_threads"] for pool in threadpoolctl.threadpool_info()}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+async def test_each_worker_caps_native_threads_while_it_serves(
+    settings: Settings, threads: int
+) -> None:
+    """ML_API_MODEL_THREADS holds for the worker's life; the caller's pools come back after."""
+    with threadpoolctl.threadpool_limits(limits=3):  # what a process had before serving
+        before = native_threads()
+        assert any(pool["internal_api"] == "openmp" for pool in threadpoolctl.threadpool_info())
+        async with app_client(settings.model_copy(update={"model_threads": threads})) as http:
+            assert set(native_threads().values()) == {threads}
+            # The model serves under the cap: HistGradientBoosting scores with OpenMP.
+            swap = await http.post(
+                "/replace_ml_model",
+                json={"tag": "boost"},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            assert swap.status_code == 200
+            predicted = await http.post("/predict", json={"instances": sample_rows(3)})
+            assert predicted.status_code == 200
+            assert set(native_threads().values()) == {threads}
+        assert native_threads() == before
