@@ -39,18 +39,6 @@ class _ModelQueue:
     pending_rows: int = 0
 
 
-def timed_call(model: LoadedModel, batch: Batch) -> tuple[np.ndarray[Any, Any], float]:
-    """The model's probabilities for ``batch`` and the CPU seconds the call took.
-
-    CPU time of the calling thread, not wall time: on a busy host a preempted call of a cheap
-    model must not push it onto thread hops that cost more. ONNX sessions compute on the
-    calling thread (``intra_op_num_threads = 1``), so their work is all counted.
-    """
-    started = time.thread_time()
-    probabilities = model.predict_proba(batch)
-    return probabilities, time.thread_time() - started
-
-
 class MicroBatcher:
     def __init__(self, max_rows: int, max_wait_seconds: float) -> None:
         self.max_rows = max_rows
@@ -81,9 +69,11 @@ class MicroBatcher:
         return await future
 
     def _call_inline(self, model: LoadedModel, batch: Batch) -> np.ndarray[Any, Any]:
-        probabilities, seconds = timed_call(model, batch)
-        self._record_cost(model, seconds)
-        return probabilities
+        started = time.perf_counter()
+        try:
+            return model.predict_proba(batch)
+        finally:
+            self._record_cost(model, time.perf_counter() - started)
 
     async def _drain(self, queue: _ModelQueue) -> None:
         behind_a_call = False  # the first request found no queue: it never waits
@@ -98,16 +88,18 @@ class MicroBatcher:
                 behind_a_call = True
                 taken = self._take(queue)
                 combined = Batch.concat([batch for batch, _ in taken])
+                started = time.perf_counter()
                 try:
-                    probabilities, seconds = await anyio.to_thread.run_sync(
-                        timed_call, queue.model, combined
+                    probabilities = await anyio.to_thread.run_sync(
+                        queue.model.predict_proba, combined
                     )
                 except Exception as exc:
                     for _, future in taken:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                self._record_cost(queue.model, seconds)
+                finally:
+                    self._record_cost(queue.model, time.perf_counter() - started)
                 self._hand_out(taken, probabilities)
         finally:
             # Dropping the queue drops its reference to the model, so a replaced model can be
