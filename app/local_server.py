@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -22,16 +23,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``process`` exits first."""
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Poll ``condition`` until it holds; fail early if ``process`` exits first."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before: {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout} s: {what}")
         time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
+
+
+def wait_until_ok(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Poll ``url`` until it answers 200."""
+    wait_until(lambda: _answers_ok(url), timeout, f"{url} answers 200", process)
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Poll until something listens on ``port`` of 127.0.0.1."""
+    wait_until(lambda: _listens(port), timeout, f"port {port} listens", process)
+
+
+def _answers_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from app.container import Container
-from app.local_server import free_port
+from app.local_server import free_port, wait_for_port
 from app.main import create_app
 from app.registry.store import ModelRegistry
 from app.settings import Settings
@@ -27,19 +25,6 @@ from tests.models import publish
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from app.container import Container
-from app.local_server import free_port
+from app.local_server import free_port, wait_for_port, wait_until
 from app.metrics import ServiceMetrics
 from app.registry.meta import ExperimentMeta
 from app.registry.model_file import sha256_hex
@@ -43,7 +43,7 @@ from app.serving.holder import ModelHolder
 from app.serving.inputs import InputLimits
 from app.serving.model import LoadedModel, load_verified
 from app.settings import Settings
-from tests.conftest import ADMIN_TOKEN, app_client, wait_for_port
+from tests.conftest import ADMIN_TOKEN, app_client
 from tests.e2e.server import Server, auth_headers
 from tests.models import sample_rows, trained
 
@@ -54,14 +54,6 @@ S3_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def served_tag(http: httpx.Client) -> str:

@@ -19,8 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from app.local_server import free_port
-from tests.conftest import wait_for_port
+from app.local_server import free_port, wait_for_port, wait_until
 from tests.e2e.server import Server, auth_headers
 from tests.models import sample_rows
 from tests.monitoring.promql import Expression, all_expressions, referenced_metrics
@@ -114,12 +113,11 @@ def _query(prometheus_url: str, expr: str) -> dict[str, Any]:
 
 
 def _wait_for(prometheus_url: str, expr: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _query(prometheus_url, expr)["data"]["result"]:
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"Prometheus never had data for {expr!r}")
+    wait_until(
+        lambda: bool(_query(prometheus_url, expr)["data"]["result"]),
+        timeout,
+        f"Prometheus has data for {expr!r}",
+    )
 
 
 def _has_data(body: dict[str, Any]) -> bool:
