@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import yaml
 
 from . import promql
+from .promtool import run_promtool
 
 #: The Model monitoring dashboard has 25 panel targets and alerts.yml 7 alerts today; fewer
 #: means an expression was dropped, or promql.py stopped finding some.
@@ -36,13 +36,7 @@ def check_syntax(promtool: str, exprs: Sequence[str], workdir: Path) -> str:
     rules = [{"record": f"promql_check_{i}", "expr": expr} for i, expr in enumerate(exprs)]
     rule_file = workdir / "promql_check.yml"
     rule_file.write_text(yaml.safe_dump({"groups": [{"name": "promql-check", "rules": rules}]}))
-    result = subprocess.run(
-        [promtool, "check", "rules", str(rule_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_promtool(promtool, "check", "rules", rule_file)
     return "" if result.returncode == 0 else result.stdout + result.stderr
 
 
@@ -173,13 +167,7 @@ def test_escaped_model_tag_matches_exactly_that_tag(promtool: str, tmp_path: Pat
         )
     )
 
-    result = subprocess.run(
-        [promtool, "test", "rules", str(test_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_promtool(promtool, "test", "rules", test_file)
 
     assert result.returncode == 0, result.stdout + result.stderr
 

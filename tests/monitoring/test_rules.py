@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 import yaml
 
 from .promql import REPO_ROOT
+from .promtool import run_promtool
 
 PROMETHEUS_DIR = REPO_ROOT / "prometheus"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
@@ -30,17 +30,6 @@ SEVERITIES = {"critical", "warning", "info"}
 REQUIRED_ANNOTATIONS = {"summary", "description", "runbook"}
 
 
-def run_promtool(promtool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [promtool, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=PROMETHEUS_DIR,
-    )
-
-
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
@@ -52,19 +41,19 @@ def alert_rules() -> list[dict[str, Any]]:
 
 
 def test_promtool_check_rules_passes(promtool: str) -> None:
-    result = run_promtool(promtool, "check", "rules", ALERTS)
+    result = run_promtool(promtool, "check", "rules", ALERTS, cwd=PROMETHEUS_DIR)
 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_rule_unit_tests_pass(promtool: str) -> None:
-    result = run_promtool(promtool, "test", "rules", ALERTS_TEST)
+    result = run_promtool(promtool, "test", "rules", ALERTS_TEST, cwd=PROMETHEUS_DIR)
 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_check_config_passes_and_loads_the_rules(promtool: str) -> None:
-    result = run_promtool(promtool, "check", "config", CONFIG)
+    result = run_promtool(promtool, "check", "config", CONFIG, cwd=PROMETHEUS_DIR)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 rule files found" in result.stdout
