@@ -20,7 +20,8 @@ from app.settings import Settings
 
 class Container(containers.DeclarativeContainer):
     wiring_config = containers.WiringConfiguration(
-        modules=["app.api.predict", "app.api.experiments", "app.api.admin", "app.api.health"]
+        # /predict is a plain Starlette route that reads the container from app.state.
+        modules=["app.api.experiments", "app.api.admin", "app.api.health"]
     )
 
     settings = providers.Dependency(instance_of=Settings)

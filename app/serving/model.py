@@ -26,14 +26,10 @@ class PredictionResult:
     probabilities: np.ndarray[Any, Any]
 
     @cached_property
-    def _winners(self) -> list[int]:
-        """Index of the top class of each row; labels and response rows both use it."""
-        winners: list[int] = self.probabilities.argmax(axis=1).tolist()
-        return winners
-
-    @property
     def labels(self) -> list[str]:
-        return [self.classes[i] for i in self._winners]
+        """The top class of each row; the metrics and the response rows both use it."""
+        classes = self.classes
+        return [classes[i] for i in self.probabilities.argmax(axis=1).tolist()]
 
     @property
     def confidence(self) -> np.ndarray[Any, Any]:
@@ -43,8 +39,8 @@ class PredictionResult:
         """Response rows: the top label and every class probability, in input order."""
         classes = self.classes
         return [
-            {"label": classes[winner], "probabilities": dict(zip(classes, row, strict=True))}
-            for winner, row in zip(self._winners, self.probabilities.tolist(), strict=True)
+            {"label": label, "probabilities": dict(zip(classes, row, strict=True))}
+            for label, row in zip(self.labels, self.probabilities.tolist(), strict=True)
         ]
 
 

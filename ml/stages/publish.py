@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
+from app.container import Container
 from app.registry.meta import ExperimentMeta, FeatureSpec
 from app.registry.model_file import sha256_hex
 from app.registry.publish import publish_experiment
@@ -149,14 +150,14 @@ def _sha256_file(path: Path) -> str:
 
 
 def service_registry() -> ModelRegistry:
-    """The registry the service reads (``ML_API_REGISTRY_URL`` and its storage options),
-    from the service's own settings."""
+    """The registry the service reads, from the service's own settings and wiring."""
     try:
         settings = Settings()
     except ValidationError as exc:
         error = exc.errors()[0]
         raise PipelineError(f"service settings: {error['loc'][0]}: {error['msg']}") from None
-    return ModelRegistry(settings.registry_url, settings.registry_storage_options)
+    registry: ModelRegistry = Container(settings=settings).registry()
+    return registry
 
 
 def _run() -> None:
