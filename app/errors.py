@@ -32,6 +32,13 @@ class MalformedRequest(InvalidInput):
     code = "malformed_request"
 
 
+class InvalidHeader(InvalidInput):
+    """A request header the service reads (request id, routing key) is malformed."""
+
+    status_code = 400
+    code = "invalid_header"
+
+
 class PayloadTooLarge(InvalidInput):
     """Too many rows or too many bytes."""
 
@@ -91,3 +98,36 @@ class BrokenExperiment(ServiceError):
 
     status_code = 422
     code = "broken_experiment"
+
+
+class InvalidSettings(ServiceError):
+    """An ``ML_API_*`` setting that does not validate (for commands other than the server)."""
+
+    status_code = 500
+    code = "invalid_settings"
+
+
+class IncompatibleSpec(ServiceError):
+    """A deployment spec whose models cannot serve together (different input features)."""
+
+    status_code = 422
+    code = "incompatible_spec"
+
+
+class UnknownCandidate(ServiceError):
+    """Promote named a tag that is not a candidate of the deployment."""
+
+    status_code = 409
+    code = "not_a_candidate"
+
+
+class NothingToRollBack(ServiceError):
+    status_code = 409
+    code = "nothing_to_roll_back"
+
+
+class ModelNotLoaded(ServiceError):
+    """A request pinned to an experiment that the deployment does not serve."""
+
+    status_code = 404
+    code = "model_not_loaded"

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -17,25 +14,32 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api import admin, experiments, health, predict
+from app.api import admin, deployment, experiments, health, predict
 from app.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from app.container import Container
 from app.errors import InvalidInput, ServiceError, Unauthorized
-from app.metrics import ServiceMetrics, process_exited
-from app.serving.background import follow_registry, measure_drift
-from app.serving.runtime import limit_native_threads
+from app.metrics import ServiceMetrics
 from app.settings import Settings
 
 logger = logging.getLogger("app")
 
-TRAFFIC = ("/predict", "/get_experiment_metas", "/replace_ml_model")
+TRAFFIC = (
+    "/predict",
+    "/get_experiment_metas",
+    "/replace_ml_model",
+    "/deployment",
+    "/deployment/promote",
+    "/deployment/rollback",
+)
 NOT_TRAFFIC = ("/metrics", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json")
 DESCRIPTION = """Real-time classification with hot model swap.
 
 * `POST /predict` takes rows as JSON or a CSV upload and answers with the label and class
   probabilities of each row, naming the experiment that served them.
-* `GET /get_experiment_metas` lists the published experiments.
-* `POST /replace_ml_model` (bearer token) swaps the active model without downtime.
+* `GET /get_experiment_metas` lists the published experiments with their roles.
+* `POST /replace_ml_model` (bearer token) swaps the primary model without downtime.
+* `GET/PUT /deployment`, `POST /deployment/promote`, `POST /deployment/rollback` (bearer
+  token): live experiments — weighted candidates (canary, A/B) and shadows.
 """
 
 
@@ -48,39 +52,12 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        restore_threads = limit_native_threads(settings.model_threads)
-        holder = container.model_holder()
-        in_sync = await holder.sync_with_registry()
-        # Everything loaded so far (libraries, the first model) lives as long as the process:
-        # keeping it out of the cyclic collector's scans removes multi-millisecond pauses
-        # from the tail latency.
-        gc.freeze()
-        tasks = [
-            asyncio.create_task(
-                follow_registry(
-                    holder, settings.poll_seconds, settings.startup_retry_max_seconds, in_sync
-                ),
-                name="follow-registry",
-            ),
-            asyncio.create_task(
-                measure_drift(
-                    holder,
-                    container.drift_monitor(),
-                    container.metrics(),
-                    settings.drift_interval_seconds,
-                ),
-                name="measure-drift",
-            ),
-        ]
+        lifecycle = container.lifecycle()
+        await lifecycle.start()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            holder.release_all()
-            restore_threads()
-            process_exited(os.getpid())
+            await lifecycle.stop()
 
     app = FastAPI(
         title="ml-api",
@@ -93,7 +70,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     app.state.container = container
     app.router.routes.append(predict.route)
-    for module in (experiments, admin, health):
+    for module in (experiments, admin, deployment, health):
         app.include_router(module.router)
     _document(app)
     metrics = container.metrics()

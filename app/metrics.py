@@ -28,6 +28,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 ROWS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 500, 1000, 5000, 10000)
+DIFF_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 HTTP_REQUESTS = Counter(
@@ -46,12 +47,14 @@ HTTP_IN_PROGRESS = Gauge(
     multiprocess_mode="livesum",
 )
 PREDICTIONS = Counter(
-    "ml_api_predictions", "Rows predicted, by model and predicted label.", ["model_tag", "label"]
+    "ml_api_predictions",
+    "Rows predicted, by model, role and predicted label.",
+    ["model_tag", "role", "label"],
 )
 CONFIDENCE = Histogram(
     "ml_api_prediction_confidence",
     "Probability of the predicted (top) class, per row.",
-    ["model_tag"],
+    ["model_tag", "role"],
     buckets=CONFIDENCE_BUCKETS,
 )
 ROWS_PER_REQUEST = Histogram(
@@ -65,18 +68,45 @@ UNKNOWN_CATEGORIES = Counter(
     "Category values never seen in training (served, but a sign of drift).",
     ["model_tag", "feature"],
 )
+MODEL_REQUESTS = Counter(
+    "ml_api_model_requests",
+    "Prediction requests served by a model (shadows: mirrored requests scored).",
+    ["model_tag", "role"],
+)
+MODEL_ERRORS = Counter(
+    "ml_api_model_errors",
+    "Model calls that failed (a candidate's failure is answered by the primary).",
+    ["model_tag", "role"],
+)
+MODEL_INFERENCE = Histogram(
+    "ml_api_model_inference_seconds",
+    "Time from a request reaching its model to its probabilities (micro-batching included).",
+    ["model_tag", "role"],
+    buckets=LATENCY_BUCKETS,
+)
 MODEL_INFO = Gauge(
     "ml_api_model_info",
-    "1 for the experiment this worker serves.",
-    ["model_tag", "model_type"],
+    "1 for each experiment this worker serves, by role.",
+    ["model_tag", "model_type", "role"],
     multiprocess_mode="livemax",
 )
 MODEL_READY = Gauge(
     "ml_api_model_ready",
-    "1 when a model is loaded and serving (minimum over workers).",
+    "1 when every model of the deployment is loaded and serving (minimum over workers).",
     multiprocess_mode="livemin",
 )
-MODEL_SWAPS = Counter("ml_api_model_swaps", "Model swaps by outcome.", ["result"])
+TRAFFIC_WEIGHT = Gauge(
+    "ml_api_traffic_weight_percent",
+    "Configured percent of requests per arm (shadows: percent mirrored).",
+    ["model_tag", "role"],
+    multiprocess_mode="livemax",
+)
+MODEL_SWAPS = Counter("ml_api_model_swaps", "Changes of the primary model, by outcome.", ["result"])
+DEPLOYMENT_CHANGES = Counter(
+    "ml_api_deployment_changes",
+    "Changes of the deployment spec made through this service, by action and outcome.",
+    ["action", "result"],
+)
 MODEL_LOAD_SECONDS = Histogram(
     "ml_api_model_load_seconds",
     "Time to load and verify a model.",
@@ -88,13 +118,57 @@ INPUT_DRIFT_PSI = Gauge(
     ["model_tag", "feature"],
     multiprocess_mode="livemax",
 )
+SHADOW_REQUESTS = Counter(
+    "ml_api_shadow_requests",
+    "Mirrored requests whose shadow answer was compared with the primary's.",
+    ["primary_tag", "shadow_tag"],
+)
+SHADOW_ROWS = Counter(
+    "ml_api_shadow_rows", "Rows compared between primary and shadow.", ["primary_tag", "shadow_tag"]
+)
+SHADOW_AGREEMENTS = Counter(
+    "ml_api_shadow_agreements",
+    "Compared rows on which the shadow predicted the primary's label.",
+    ["primary_tag", "shadow_tag"],
+)
+SHADOW_PROBABILITY_DIFF = Histogram(
+    "ml_api_shadow_probability_diff",
+    "Largest absolute difference in class probability between primary and shadow, per row.",
+    ["primary_tag", "shadow_tag"],
+    buckets=DIFF_BUCKETS,
+)
+SHADOW_LATENCY = Histogram(
+    "ml_api_shadow_latency_seconds",
+    "Model time of a mirrored request, for the primary and for the shadow (whose mirrored "
+    "requests are scored together in one call).",
+    ["primary_tag", "shadow_tag", "model"],
+    buckets=LATENCY_BUCKETS,
+)
+SHADOW_DROPPED = Counter(
+    "ml_api_shadow_dropped",
+    "Mirrored requests dropped (the shadow queue was full), never the primary's answer.",
+    ["shadow_tag", "reason"],
+)
+SHADOW_ERRORS = Counter(
+    "ml_api_shadow_errors", "Shadow model calls that failed.", ["primary_tag", "shadow_tag"]
+)
+GUARD_EVENTS = Counter(
+    "ml_api_canary_guard_events",
+    "Candidates taken out of the traffic by the canary guard, by reason.",
+    ["model_tag", "reason"],
+)
+
+ROLES = ("primary", "candidate", "shadow")
+GUARD_REASONS = ("error_rate", "latency")
+SPEC_ACTIONS = ("put", "replace", "promote", "rollback", "guard")
 
 
 class ServiceMetrics:
     """The observations the service makes; one instance per process, from the container."""
 
     def __init__(self) -> None:
-        self._info: tuple[str, str] | None = None
+        self._serving: dict[str, tuple[str, str]] = {}
+        self._weights: set[tuple[str, str]] = set()
         # Labelled children, looked up once: labels() validates and locks on every call,
         # which on the request path costs more than the observation itself.
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -102,18 +176,63 @@ class ServiceMetrics:
         # Series that exist from the start make increase() and alerts see their first event.
         for result in ("success", "failure"):
             MODEL_SWAPS.labels(result)
+            for action in SPEC_ACTIONS:
+                DEPLOYMENT_CHANGES.labels(action, result)
 
     # -- model lifecycle -------------------------------------------------------------
-    def model_activated(self, tag: str, model_type: str, load_seconds: float) -> None:
-        if self._info is not None:
-            MODEL_INFO.labels(*self._info).set(0)
-        self._info = (tag, model_type)
-        MODEL_INFO.labels(tag, model_type).set(1)
-        MODEL_READY.set(1)
+    def model_loaded(self, load_seconds: float) -> None:
         MODEL_LOAD_SECONDS.observe(load_seconds)
+
+    def deployment_installed(
+        self,
+        models: Mapping[str, tuple[str, str]],
+        shares: Mapping[str, float],
+        mirrored: Mapping[str, float],
+    ) -> None:
+        """``models``: tag -> (model type, role) of everything serving now; ``shares``: the
+        percent of traffic per arm; ``mirrored``: the percent mirrored per shadow."""
+        for tag, (model_type, role) in self._serving.items():
+            if models.get(tag) != (model_type, role):
+                MODEL_INFO.labels(tag, model_type, role).set(0)
+        for tag, (model_type, role) in models.items():
+            MODEL_INFO.labels(tag, model_type, role).set(1)
+        weights = {(tag, models[tag][1]): share for tag, share in shares.items()}
+        weights |= {(tag, "shadow"): percent for tag, percent in mirrored.items()}
+        for key in self._weights - set(weights):
+            TRAFFIC_WEIGHT.labels(*key).set(0)
+        for key, value in weights.items():
+            TRAFFIC_WEIGHT.labels(*key).set(value)
+        self._weights = set(weights)
+        self._serving = dict(models)
+        MODEL_READY.set(1)
+
+    def model_series_known(
+        self, tag: str, role: str, categorical: list[str], primary: str | None
+    ) -> None:
+        """Create a model's series at zero, so panels show 0 rather than "No data"."""
+        self._child(MODEL_REQUESTS, tag, role)
+        self._child(MODEL_ERRORS, tag, role)
+        for feature in categorical:
+            self._child(UNKNOWN_CATEGORIES, tag, feature)
+        if role == "candidate":
+            for reason in GUARD_REASONS:
+                GUARD_EVENTS.labels(tag, reason)
+        if role == "shadow" and primary is not None:
+            SHADOW_DROPPED.labels(tag, "queue_full")
+            for metric in (SHADOW_REQUESTS, SHADOW_ROWS, SHADOW_AGREEMENTS, SHADOW_ERRORS):
+                metric.labels(primary, tag)
+
+    def not_ready(self) -> None:
+        MODEL_READY.set(0)
 
     def swap_finished(self, succeeded: bool) -> None:
         MODEL_SWAPS.labels("success" if succeeded else "failure").inc()
+
+    def deployment_changed(self, action: str, succeeded: bool) -> None:
+        DEPLOYMENT_CHANGES.labels(action, "success" if succeeded else "failure").inc()
+
+    def guard_took_out(self, tag: str, reason: str) -> None:
+        GUARD_EVENTS.labels(tag, reason).inc()
 
     # -- traffic -----------------------------------------------------------------------
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -134,22 +253,62 @@ class ServiceMetrics:
     def request_invalid(self, reason: str) -> None:
         INVALID_REQUESTS.labels(reason).inc()
 
+    def model_served(self, tag: str, role: str, seconds: float) -> None:
+        self._child(MODEL_REQUESTS, tag, role).inc()
+        self._child(MODEL_INFERENCE, tag, role).observe(seconds)
+
+    def model_failed(self, tag: str, role: str) -> None:
+        self._child(MODEL_ERRORS, tag, role).inc()
+
     def rows_predicted(
         self,
         tag: str,
+        role: str,
         labels: list[str],
         confidence: np.ndarray[Any, Any],
         unknown_categories: Mapping[str, int],
     ) -> None:
-        ROWS_PER_REQUEST.observe(len(labels))
+        if role != "shadow":
+            ROWS_PER_REQUEST.observe(len(labels))
         if len(labels) == 1:
-            self._child(PREDICTIONS, tag, labels[0]).inc()
+            self._child(PREDICTIONS, tag, role, labels[0]).inc()
         else:
             for label, count in Tally(labels).items():
-                self._child(PREDICTIONS, tag, label).inc(count)
-        observe_many(self._child(CONFIDENCE, tag), confidence)
+                self._child(PREDICTIONS, tag, role, label).inc(count)
+        observe_many(self._child(CONFIDENCE, tag, role), confidence)
         for feature, count in unknown_categories.items():
             self._child(UNKNOWN_CATEGORIES, tag, feature).inc(count)
+
+    # -- shadows -----------------------------------------------------------------------
+    def shadow_compared(
+        self,
+        primary: str,
+        shadow: str,
+        agreed: int,
+        diffs: np.ndarray[Any, Any],
+        primary_seconds: list[float],
+        shadow_seconds: float,
+    ) -> None:
+        """One shadow call covering ``len(primary_seconds)`` mirrored requests."""
+        requests = len(primary_seconds)
+        self._child(SHADOW_REQUESTS, primary, shadow).inc(requests)
+        self._child(SHADOW_ROWS, primary, shadow).inc(len(diffs))
+        self._child(SHADOW_AGREEMENTS, primary, shadow).inc(agreed)
+        observe_many(self._child(SHADOW_PROBABILITY_DIFF, primary, shadow), diffs)
+        observe_many(
+            self._child(SHADOW_LATENCY, primary, shadow, "primary"), np.asarray(primary_seconds)
+        )
+        observe_many(
+            self._child(SHADOW_LATENCY, primary, shadow, "shadow"),
+            np.full(requests, shadow_seconds),
+        )
+
+    def shadow_dropped(self, shadow: str, reason: str) -> None:
+        self._child(SHADOW_DROPPED, shadow, reason).inc()
+
+    def shadow_failed(self, primary: str, shadow: str, requests: int) -> None:
+        self._child(SHADOW_ERRORS, primary, shadow).inc(requests)
+        self._child(MODEL_ERRORS, shadow, "shadow").inc(requests)
 
     def drift_measured(self, tag: str, psi_by_feature: Mapping[str, float]) -> None:
         for feature, psi in psi_by_feature.items():
@@ -186,46 +345,43 @@ class NullMetrics(ServiceMetrics):
     container's ``metrics`` provider with it)."""
 
     def __init__(self) -> None:
-        self._info = None
+        self._serving = {}
+        self._weights = set()
         self._children = {}
 
-    def model_activated(self, tag: str, model_type: str, load_seconds: float) -> None:
+    def _observe_nothing(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    def swap_finished(self, succeeded: bool) -> None:
-        return None
-
-    def request_started(self, handler: str, method: str) -> None:
-        return None
-
-    def request_finished(self, handler: str, method: str, status: int, seconds: float) -> None:
-        return None
-
-    def request_invalid(self, reason: str) -> None:
-        return None
-
-    def rows_predicted(
-        self,
-        tag: str,
-        labels: list[str],
-        confidence: np.ndarray[Any, Any],
-        unknown_categories: Mapping[str, int],
-    ) -> None:
-        return None
-
-    def drift_measured(self, tag: str, psi_by_feature: Mapping[str, float]) -> None:
-        return None
+    model_loaded = deployment_installed = model_series_known = not_ready = _observe_nothing
+    swap_finished = deployment_changed = guard_took_out = _observe_nothing
+    request_started = request_finished = request_invalid = _observe_nothing
+    model_served = model_failed = rows_predicted = _observe_nothing
+    shadow_compared = shadow_dropped = shadow_failed = drift_measured = _observe_nothing
 
 
 def render_latest() -> tuple[bytes, str]:
     """The exposition text: aggregated over workers in multiprocess mode."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def _registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return registry
     from prometheus_client import REGISTRY
 
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return REGISTRY
+
+
+def current_samples(prefix: str = "ml_api_") -> list[tuple[str, dict[str, str], float]]:
+    """Every sample whose name starts with ``prefix``, summed over this server's workers."""
+    samples: list[tuple[str, dict[str, str], float]] = []
+    for family in _registry().collect():
+        if not family.name.startswith(prefix):
+            continue
+        samples.extend((s.name, dict(s.labels), float(s.value)) for s in family.samples)
+    return samples
 
 
 def process_exited(pid: int) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.registry.spec import SpecBody, SpecChange
 
 EXAMPLE_ROW: dict[str, Any] = {
     "island": "Biscoe",
@@ -37,6 +39,7 @@ class PredictResponse(BaseModel):
             "examples": [
                 {
                     "model_tag": "a1b2c3d",
+                    "request_id": "3f2b6c1e9a4d4e0f8b7a6c5d4e3f2a1b",
                     "predictions": [
                         {
                             "label": "Gentoo",
@@ -48,17 +51,33 @@ class PredictResponse(BaseModel):
         },
     )
 
-    model_tag: str
+    model_tag: str = Field(description="The experiment that answered this request.")
+    request_id: str = Field(
+        description="The caller's X-Request-ID, or one made up; also in the X-Request-ID "
+        "response header."
+    )
     predictions: list[RowPrediction]
+    ignored_columns: list[str] | None = Field(
+        default=None, description="CSV columns that no feature uses (ignored)."
+    )
 
 
 class ExperimentOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
     tag: str
     created_at: datetime | None
     model_type: str | None
     metrics: dict[str, Any]
     params: dict[str, Any]
-    active: bool
+    active: bool = Field(description="True for the primary (the model serving most traffic).")
+    role: Literal["primary", "candidate", "shadow"] | None = Field(
+        default=None, description="The experiment's role in the deployment, if any."
+    )
+    traffic_percent: float | None = Field(
+        default=None,
+        description="Percent of requests it answers (shadows: percent of requests mirrored).",
+    )
     broken: bool = False
     error: str | None = None
 
@@ -76,8 +95,13 @@ class ReplaceResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
     status: str
-    model_tag: str | None = None
+    model_tag: str | None = Field(default=None, description="The primary this worker serves.")
+    revision: int | None = Field(
+        default=None, description="Revision of the deployment spec this worker serves."
+    )
     serving_since: datetime | None = Field(
         default=None,
         description="When this worker started serving the model: compare with the "
@@ -92,3 +116,45 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"tag": "a1b2c3d-p5e6f7a8"}]})
+
+    tag: str = Field(description="A candidate of the deployment.", max_length=64)
+
+
+class DeploymentOut(BaseModel):
+    """The spec serving now, how it came about, and each arm's live figures."""
+
+    revision: int
+    updated_at: datetime
+    updated_by: str
+    action: str
+    reason: str
+    spec: SpecBody
+    previous: SpecBody | None
+    history: list[SpecChange]
+    figures: dict[str, Any] = Field(
+        description="Per arm: configured and observed share, requests, errors, latency; per "
+        "shadow: requests compared, label agreement, probability difference, drops, latency."
+    )
+    load_ms: float | None = Field(
+        default=None, description="Time spent loading new models for this change."
+    )
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+MANAGEMENT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Body is not valid JSON."),
+    401: _error("Missing or wrong bearer token."),
+    403: _error("No admin token is configured: management is disabled."),
+    404: _error("No experiment with that tag."),
+    409: _error("The change does not apply to the current spec (e.g. not a candidate)."),
+    413: _error("Body larger than ML_API_MAX_UPLOAD_BYTES."),
+    422: _error("Invalid spec (field, weights, roles), or a model failed a load check."),
+    503: _error("Registry unreachable."),
+}

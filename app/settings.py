@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Extra wait to fill a batch, only while requests are already queued.",
     )
+    shadow_queue_size: int = Field(
+        default=1000,
+        gt=0,
+        description="Mirrored requests a worker keeps waiting for its shadows; more are dropped.",
+    )
     drift_window: int = Field(
         default=5_000, gt=0, description="Rows kept per worker to compute input drift (PSI)."
     )

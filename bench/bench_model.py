@@ -15,8 +15,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from app.publishing.publish import publish_experiment
 from app.registry.meta import FeatureSpec
-from app.registry.publish import publish_experiment
 from app.registry.store import ModelRegistry
 
 N_FEATURES = 30

@@ -35,7 +35,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_model  # noqa: E402
 
-from app.local_server import free_port, wait_until_ok  # noqa: E402
+from tests.local_server import free_port, wait_until_ok  # noqa: E402
 
 PEER_VENV = BENCH / ".peer-venv"
 PEER_PACKAGES = ["mlserver", "mlserver-sklearn", f"scikit-learn=={sklearn.__version__}", "joblib"]

@@ -127,10 +127,11 @@ def stacked(panel: timeseries.Panel) -> timeseries.Panel:
 def active_model() -> stat.Panel:
     return stat_panel(
         "Active model",
-        "The model tag (and model type) currently serving predictions. More than one tag means "
-        "workers disagree, e.g. in the middle of a hot swap.",
+        "The primary model tag (and model type) serving predictions. More than one tag means "
+        "workers disagree, e.g. in the middle of a hot swap. Canaries and shadows: see the "
+        "Experiments dashboard.",
         instant_query(
-            "max by (model_tag, model_type) (ml_api_model_info) > 0",
+            'max by (model_tag, model_type) (ml_api_model_info{role="primary"}) > 0',
             legend="{{model_tag}} ({{model_type}})",
         ),
     ).text_mode(common.BigValueTextMode.NAME)
@@ -618,9 +619,277 @@ def model_monitoring() -> dash.Dashboard:
     return builder
 
 
+# ---------------------------------------------------------------------- experiments
+
+EXPERIMENTS_UID = "ml-api-experiments"
+ARMS = 'role=~"primary|candidate"'
+PAIR = "primary_tag, shadow_tag"
+
+
+def observed_traffic_share() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Traffic share by model (observed)",
+            "Share of prediction requests each model answered (primary and candidates). "
+            "Compare with the configured weights next to it; a candidate whose share falls to "
+            "0 was probably taken out by the canary guard.",
+            query(
+                f"sum by (model_tag) (rate(ml_api_model_requests_total{{{ARMS}}}[{RATE}]))"
+                f" / scalar(sum(rate(ml_api_model_requests_total{{{ARMS}}}[{RATE}])))",
+                legend="{{model_tag}}",
+            ),
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+    )
+
+
+def configured_traffic() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Configured traffic by model",
+            "Percent of requests each arm is configured to answer (for shadows: percent of "
+            "requests mirrored), from the deployment spec (or the bandit's current weights).",
+            query(
+                "max by (model_tag, role) (ml_api_traffic_weight_percent)",
+                legend="{{model_tag}} ({{role}})",
+            ),
+        )
+        .min(0)
+        .max(100)
+    )
+
+
+def model_requests() -> timeseries.Panel:
+    return graph_panel(
+        "Requests by model and role",
+        "Prediction requests per second each model served (shadows: mirrored requests scored).",
+        query(
+            f"sum by (model_tag, role) (rate(ml_api_model_requests_total[{RATE}]))",
+            legend="{{model_tag}} ({{role}})",
+        ),
+    ).unit("reqps")
+
+
+def model_latency() -> timeseries.Panel:
+    return graph_panel(
+        "Model latency p99 by model",
+        "99th percentile of the time from a request reaching its model to its probabilities "
+        "(micro-batching included), per model and role. The canary guard compares these.",
+        query(
+            f"histogram_quantile(0.99, sum by (model_tag, role, le) "
+            f"(rate(ml_api_model_inference_seconds_bucket[{RATE}])))",
+            legend="{{model_tag}} ({{role}})",
+        ),
+    ).unit("s")
+
+
+def model_errors() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Model errors by model",
+            "Failed model calls per second. A candidate's failures are answered by the primary "
+            "and count against the candidate in the canary guard.",
+            query(
+                f"sum by (model_tag, role) (rate(ml_api_model_errors_total[{RATE}]))",
+                legend="{{model_tag}} ({{role}})",
+            ),
+        )
+        .unit("reqps")
+        .min(0)
+    )
+
+
+def class_mix_by_model() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Class mix by model",
+            "Share of predicted rows per class, per model (shadows included): arms that see the "
+            "same traffic should predict a similar mix.",
+            query(
+                f"sum by (model_tag, label) (rate(ml_api_predictions_total[{RATE}]))"
+                f" / ignoring(label) group_left "
+                f"sum by (model_tag) (rate(ml_api_predictions_total[{RATE}]))",
+                legend="{{model_tag}}: {{label}}",
+            ),
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+    )
+
+
+def shadow_agreement() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Shadow label agreement",
+            "Share of mirrored rows on which the shadow predicted the primary's label.",
+            query(
+                f"sum by ({PAIR}) (rate(ml_api_shadow_agreements_total[{RATE}]))"
+                f" / sum by ({PAIR}) (rate(ml_api_shadow_rows_total[{RATE}]))",
+                legend="{{shadow_tag}} vs {{primary_tag}}",
+            ),
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+    )
+
+
+def shadow_probability_difference() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Shadow probability difference",
+            "Per mirrored row, the largest absolute difference in any class probability between "
+            "shadow and primary: median and 99th percentile.",
+            *(
+                query(
+                    f"histogram_quantile({q}, sum by ({PAIR}, le) "
+                    f"(rate(ml_api_shadow_probability_diff_bucket[{RATE}])))",
+                    legend=f"p{int(float(q) * 100)} {{{{shadow_tag}}}} vs {{{{primary_tag}}}}",
+                    ref_id=ref,
+                )
+                for q, ref in (("0.5", "A"), ("0.99", "B"))
+            ),
+        )
+        .min(0)
+        .max(1)
+    )
+
+
+def shadow_latency() -> timeseries.Panel:
+    return graph_panel(
+        "Shadow latency: primary vs shadow (p50)",
+        "Median model time of mirrored requests, for the primary (when it answered) and the "
+        "shadow (whose mirrors are scored together, off the answer's path).",
+        query(
+            f"histogram_quantile(0.5, sum by (shadow_tag, model, le) "
+            f"(rate(ml_api_shadow_latency_seconds_bucket[{RATE}])))",
+            legend="{{shadow_tag}}: {{model}}",
+        ),
+    ).unit("s")
+
+
+def shadow_drops() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Shadow drops and errors",
+            "Mirrored requests dropped because the shadow queue was full (the shadow yields to "
+            "live traffic), and shadow calls that failed. Neither ever affects an answer.",
+            query(
+                f"sum by (shadow_tag) (rate(ml_api_shadow_dropped_total[{RATE}]))",
+                legend="dropped {{shadow_tag}}",
+                ref_id="A",
+            ),
+            query(
+                f"sum by (shadow_tag) (rate(ml_api_shadow_errors_total[{RATE}]))",
+                legend="errors {{shadow_tag}}",
+                ref_id="B",
+            ),
+        )
+        .unit("reqps")
+        .min(0)
+    )
+
+
+def guard_events() -> stat.Panel:
+    return (
+        stat_panel(
+            "Canary guard events in time range",
+            "Candidates the canary guard took out of the traffic, by model and reason "
+            "(error_rate or latency). They stay out until a person puts them back.",
+            instant_query(
+                "sum by (model_tag, reason) (increase(ml_api_canary_guard_events_total[$__range]))",
+                legend="{{model_tag}} {{reason}}",
+            ),
+        )
+        .span(HALF_WIDTH)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .decimals(0)
+        .thresholds(thresholds((None, "green"), (1, "red")))
+    )
+
+
+def deployment_changes() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Deployment changes",
+            "Changes of the deployment spec per interval, by action (put, replace, promote, "
+            "rollback, guard) and result.",
+            query(
+                f"sum by (action, result) (increase(ml_api_deployment_changes_total[{RATE}]))",
+                legend="{{action}} {{result}}",
+            ),
+        )
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(80)
+        .decimals(0)
+        .min(0)
+    )
+
+
+def experiments() -> dash.Dashboard:
+    """The "Experiments" dashboard: traffic split, shadows, canary guard, per-model health."""
+    rows: list[tuple[str, list[Callable[[], stat.Panel | timeseries.Panel]]]] = [
+        ("Traffic", [observed_traffic_share, configured_traffic, model_requests, guard_events]),
+        ("Models", [model_latency, model_errors, class_mix_by_model, deployment_changes]),
+        (
+            "Shadows",
+            [shadow_agreement, shadow_probability_difference, shadow_latency, shadow_drops],
+        ),
+    ]
+    builder = (
+        dash.Dashboard("Experiments")
+        .uid(EXPERIMENTS_UID)
+        .description(
+            "ml-api live experiments: how traffic is split between the primary and its "
+            "candidates, how shadows compare with the primary, and the canary guard."
+        )
+        .tags(["ml-api", "prometheus", "experiments"])
+        .editable()
+        .tooltip(dash_models.DashboardCursorSync.CROSSHAIR)
+        .time("now-1h", "now")
+        .refresh("30s")
+        .timezone("browser")
+        .annotation(
+            dash.AnnotationQuery()
+            .name("Canary guard")
+            .datasource(DATASOURCE)
+            .enable(True)
+            .icon_color("red")
+            .expr(f"sum(increase(ml_api_canary_guard_events_total[{RATE}])) > 0")
+        )
+        .annotation(
+            dash.AnnotationQuery()
+            .name("Deployment changes")
+            .datasource(DATASOURCE)
+            .enable(True)
+            .icon_color("purple")
+            .expr(f'sum(increase(ml_api_deployment_changes_total{{result="success"}}[{RATE}])) > 0')
+        )
+        .link(
+            dash.DashboardLink("Model monitoring")
+            .type(dash_models.DashboardLinkType.LINK)
+            .url(f"/d/{MODEL_MONITORING_UID}")
+            .icon("dashboard")
+            .keep_time(True)
+        )
+    )
+    panel_id = 0
+    for title, panels in rows:
+        panel_id += 1
+        builder = builder.with_row(dash.Row(title).id(panel_id))
+        for make_panel in panels:
+            panel_id += 1
+            builder = builder.with_panel(make_panel().id(panel_id))
+    return builder
+
+
 #: file name -> dashboard factory. Add new dashboards here.
 DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {
     "model-monitoring.json": model_monitoring,
+    "experiments.json": experiments,
 }
 
 

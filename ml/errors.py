@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from app.errors import ServiceError
+from app.registry import ServiceError
 
 
 class PipelineError(Exception):

@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from app.serving.inputs import MISSING_CATEGORY
+from app.registry import MISSING_CATEGORY
 from ml.params import HgbParams, LogregParams, ModelParams
 from ml.schema import DatasetSchema
 

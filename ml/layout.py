@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from app.registry.model_file import load_model, sha256_hex
+from app.registry import load_model, sha256_hex
 from ml.errors import DataError
 
 RAW_DATA = Path("data/raw.csv")

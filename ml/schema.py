@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.registry.meta import FeatureSpec
-from app.serving.inputs import MISSING_CATEGORY
+from app.registry import MISSING_CATEGORY, FeatureSpec
 from ml.errors import DataError
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.registry.meta import validate_tag
+from app.registry import validate_tag
 from ml.errors import ParamsError
 from ml.params import PARAMS_FILE, params_hash, parse_params_text
 

@@ -29,7 +29,7 @@ import httpx
 import psutil
 import typer
 
-from app.local_server import free_port, wait_until_ok
+from tests.local_server import free_port, wait_until_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # never anything else: the soak test stays on this machine
@@ -225,13 +225,14 @@ def main(
     from app.registry.store import ModelRegistry
 
     registry = ModelRegistry(registry_url)
-    listed = [e for e in registry.list_experiments() if not e.broken]
+    listed = [e for e in registry.list_experiments().experiments if not e.broken]
     if len(listed) < 2:
         raise typer.BadParameter(
             f"{registry_url} holds {len(listed)} usable experiment(s); the soak needs two",
             param_hint="--registry-url",
         )
-    active = next((e.tag for e in listed if e.active), listed[0].tag)
+    deployment = registry.read_deployment()
+    active = deployment.spec.primary if deployment is not None else listed[0].tag
     tags = (active, next(e.tag for e in listed if e.tag != active))
     instances = [dict(row) for row in registry.read_meta(tags[0]).reference.instances]
 

@@ -2,7 +2,7 @@
 
 Starts one server (one worker) on 127.0.0.1 against a registry holding at least two
 experiments, keeps light /predict traffic going, swaps back and forth ``--swaps`` times and
-prints RSS before and after: a model holder that leaked old models would grow by the size
+prints RSS before and after: a deployment that leaked old models would grow by the size
 of a model per swap.
 
     .venv/bin/python scripts/swap_rss.py --registry-url registry --swaps 200
@@ -22,7 +22,7 @@ import httpx
 import psutil
 import typer
 
-from app.local_server import free_port, wait_until_ok
+from tests.local_server import free_port, wait_until_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,10 +17,10 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from app.container import Container
-from app.local_server import free_port, wait_for_port
 from app.main import create_app
 from app.registry.store import ModelRegistry
 from app.settings import Settings
+from tests.local_server import free_port, wait_for_port
 from tests.models import publish
 
 ADMIN_TOKEN = "test-admin-token-0123456789"

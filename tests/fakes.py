@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from app.errors import ModelRejected
 from app.registry.store import ModelRegistry
-from app.serving.inputs import InputLimits
+from app.serving.inputs import Batch, InputLimits
 from app.serving.model import LoadedModel, load_verified
+from app.serving.runtime import Runtime
 
 
 class GatedLoader:
@@ -34,3 +39,53 @@ class RefusingLoader:
         if tag == self.refused_tag:
             raise ModelRejected(f"experiment {tag!r}: refused by the test")
         return load_verified(registry, tag, limits)
+
+
+class CountingLoader:
+    """Loads for real and counts loads per tag."""
+
+    def __init__(self) -> None:
+        self.loads: dict[str, int] = {}
+
+    def __call__(self, registry: ModelRegistry, tag: str, limits: InputLimits) -> LoadedModel:
+        self.loads[tag] = self.loads.get(tag, 0) + 1
+        return load_verified(registry, tag, limits)
+
+
+class FailingRuntime:
+    """A runtime whose every call fails, as a model broken on live inputs would."""
+
+    name = "failing"
+
+    def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        raise RuntimeError("model call failed (by the test)")
+
+
+class GatedRuntime:
+    """Scores for real, but each call waits for the test's gate (a slow model)."""
+
+    def __init__(self, inner: Runtime, gate: threading.Event) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.name = inner.name
+
+    def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        if not self.gate.wait(timeout=30):
+            raise TimeoutError("the test never opened the gate")
+        return self.inner.predict_proba(batch)
+
+
+class RuntimeSwappingLoader:
+    """Loads for real, then gives chosen tags another runtime once loaded (after the load
+    checks, which the real runtime passed)."""
+
+    def __init__(self, runtimes: dict[str, Callable[[Runtime], Runtime]]) -> None:
+        self.runtimes = runtimes
+
+    def __call__(self, registry: ModelRegistry, tag: str, limits: InputLimits) -> LoadedModel:
+        model = load_verified(registry, tag, limits)
+        wrap = self.runtimes.get(tag)
+        if wrap is not None:
+            model.runtime = wrap(model.runtime)
+            model.call_seconds = 0.01  # scored in a thread, like any slow model
+        return model

@@ -16,10 +16,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from app.publishing.publish import publish_experiment
+from app.registry import MISSING_CATEGORY
 from app.registry.meta import ExperimentMeta, FeatureSpec
-from app.registry.publish import publish_experiment
 from app.registry.store import ModelRegistry
-from app.serving.inputs import MISSING_CATEGORY
 
 NUMERIC = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 CATEGORICAL = ["island", "sex"]
@@ -126,3 +126,51 @@ def publish(
     if activate:
         registry.write_active(tag, updated_by="test", previous_tag=None)
     return meta
+
+
+def publish_numeric(registry: ModelRegistry, tag: str) -> ExperimentMeta:
+    """A model on the numeric features only (another input schema than the penguin models)."""
+    frame = penguins().dropna(subset=NUMERIC)
+    model = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))])
+    model.fit(frame[NUMERIC].to_numpy(), frame[TARGET])
+    rows = [{name: float(row[name]) for name in NUMERIC} for _, row in frame.head(3).iterrows()]
+    return publish_experiment(
+        registry,
+        tag=tag,
+        model=model,
+        features=[FeatureSpec(name=name, dtype="float") for name in NUMERIC],
+        training_frame=frame[NUMERIC],
+        reference_instances=rows,
+        model_type="logreg",
+        params={},
+        metrics={},
+        git_commit=None,
+    )
+
+
+def publish_without_imputer(registry: ModelRegistry, tag: str) -> ExperimentMeta:
+    """A model that passes every load check (its reference rows are complete) but fails on
+    rows with a missing number when scikit-learn serves it: a canary broken on live data."""
+    frame = penguins().dropna(subset=NUMERIC)
+    names = [f.name for f in features()]
+    prep = ColumnTransformer(
+        [
+            ("num", StandardScaler(), NUMERIC),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+        ]
+    )
+    model = Pipeline([("prep", prep), ("model", LogisticRegression(max_iter=500))])
+    model.fit(frame[names], frame[TARGET])
+    complete = [row for row in sample_rows(40) if all(v is not None for v in row.values())]
+    return publish_experiment(
+        registry,
+        tag=tag,
+        model=model,
+        features=features(),
+        training_frame=frame[names],
+        reference_instances=complete[:5],
+        model_type="logreg",
+        params={"imputer": False},
+        metrics={},
+        git_commit=None,
+    )

@@ -3,7 +3,7 @@
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Response
 
-from app.api.deps import ModelHolderDep
+from app.api.deps import DeploymentDep
 from app.metrics import render_latest
 from app.schemas import HealthResponse
 
@@ -19,15 +19,19 @@ async def live() -> HealthResponse:
     "/v2/health/ready",
     response_model=HealthResponse,
     responses={503: {"model": HealthResponse, "description": "No model loaded yet."}},
-    summary="A model is loaded and serving",
+    summary="Every model of the deployment is loaded and serving",
 )
 @inject
-async def ready(holder: ModelHolderDep, response: Response) -> HealthResponse:
-    if not holder.ready:
+async def ready(deployment: DeploymentDep, response: Response) -> HealthResponse:
+    plan = deployment.current()
+    if plan is None:
         response.status_code = 503
         return HealthResponse(status="not_ready")
     return HealthResponse(
-        status="ready", model_tag=holder.active_tag, serving_since=holder.active_since
+        status="ready",
+        model_tag=plan.spec.primary,
+        revision=plan.record.revision,
+        serving_since=plan.since,
     )
 
 

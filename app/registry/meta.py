@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.errors import InvalidTag
 
+# How a missing category reaches the model: an empty string, which both the training
+# pipeline's imputer (``missing_values=""``) and its ONNX conversion understand (ONNX string
+# tensors have no NaN). Part of the contract between the pipeline and the service.
+MISSING_CATEGORY = ""
+
 # Tags become path segments in the registry: no separators, no dots first, bounded length.
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -169,11 +174,22 @@ class ActivePointer(BaseModel):
 class ExperimentSummary(BaseModel):
     """One line of the experiment listing; ``error`` is set when its metadata is broken."""
 
+    model_config = ConfigDict(frozen=True)
+
     tag: str
     created_at: datetime | None = None
     model_type: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
-    active: bool = False
     broken: bool = False
     error: str | None = None
+
+    @classmethod
+    def of(cls, meta: ExperimentMeta) -> ExperimentSummary:
+        return cls(
+            tag=meta.tag,
+            created_at=meta.created_at,
+            model_type=meta.model_type,
+            metrics=meta.metrics,
+            params=meta.params,
+        )

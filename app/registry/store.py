@@ -4,7 +4,9 @@ Layout::
 
     <root>/experiments/<tag>/model.skops   the fitted pipeline (skops format)
     <root>/experiments/<tag>/meta.json     ExperimentMeta; written last, so it marks "published"
-    <root>/active.json                     ActivePointer naming the serving experiment
+    <root>/deployment.json                 DeploymentRecord: the spec of what serves, in which role
+    <root>/active.json                     ActivePointer: the primary, for readers of the older
+                                           format (a registry with only this file still works)
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import copy
 import logging
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,12 +38,25 @@ from app.registry.meta import (
     ExperimentSummary,
     validate_tag,
 )
+from app.registry.spec import DeploymentRecord, SpecBody
 
 logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 ACTIVE_FILE = "active.json"
+DEPLOYMENT_FILE = "deployment.json"
 EXPERIMENTS_DIR = "experiments"
+# How long a listing of experiment folders is reused: new experiments show up this late, and
+# a registry of hundreds is not listed again on every call.
+LISTING_TTL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ExperimentPage:
+    """One page of the listing, and how many experiments match the filters in all."""
+
+    total: int
+    experiments: list[ExperimentSummary]
 
 
 # botocore makes 5 attempts, with back-off, inside each of s3fs's 5 tries, with a 60 s connect
@@ -74,6 +92,10 @@ class ModelRegistry:
         self._fs: fsspec.AbstractFileSystem = fs
         self._root = root.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
+        # Experiments are immutable: a summary read once is valid for good.
+        self._summaries: dict[str, ExperimentSummary] = {}
+        self._listing: tuple[float, list[str]] | None = None
+        self._cache_lock = threading.Lock()
 
     # -- paths -------------------------------------------------------------------------
     def _path(self, *parts: str) -> str:
@@ -158,6 +180,10 @@ class ModelRegistry:
             raw = self._read(path)
         except FileNotFoundError:
             raise ExperimentNotFound(f"no experiment with tag {tag!r} in the registry") from None
+        return self._parse_meta(tag, raw)
+
+    @staticmethod
+    def _parse_meta(tag: str, raw: bytes) -> ExperimentMeta:
         try:
             meta = ExperimentMeta.model_validate_json(raw)
         except ValidationError as exc:
@@ -169,31 +195,83 @@ class ModelRegistry:
     def read_model_bytes(self, meta: ExperimentMeta) -> bytes:
         return self.read_file(meta.tag, meta.model_file)
 
-    def list_experiments(self) -> list[ExperimentSummary]:
-        """Every experiment, newest first; broken ones are listed with their error."""
-        active = self.read_active_or_none()
-        summaries: list[ExperimentSummary] = []
-        for tag in self.list_tags():
-            try:
-                meta = self.read_meta(tag)
-            except ExperimentNotFound:
-                continue  # a folder without meta.json is a publish in progress
-            except BrokenExperiment as exc:
-                summaries.append(ExperimentSummary(tag=tag, broken=True, error=exc.message))
-                continue
-            summaries.append(
-                ExperimentSummary(
-                    tag=tag,
-                    created_at=meta.created_at,
-                    model_type=meta.model_type,
-                    metrics=meta.metrics,
-                    params=meta.params,
-                    active=active is not None and active.tag == tag,
-                )
-            )
+    def list_experiments(
+        self,
+        *,
+        model_type: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        max_age_seconds: float = LISTING_TTL_SECONDS,
+    ) -> ExperimentPage:
+        """Published experiments, newest first, optionally of one model type, paged.
+
+        Each experiment's metadata is read once and kept (experiments are immutable); the
+        folder listing itself is reused for ``max_age_seconds``. Broken experiments are listed
+        with their error (and read again next time, in case someone repairs them).
+        """
+        summaries = self._summaries_of(self._listed_tags(max_age_seconds))
+        if model_type is not None:
+            summaries = [s for s in summaries if s.model_type == model_type]
         epoch = datetime.min.replace(tzinfo=UTC)
         summaries.sort(key=lambda s: (s.created_at or epoch, s.tag), reverse=True)
+        end = None if limit is None else offset + limit
+        return ExperimentPage(total=len(summaries), experiments=summaries[offset:end])
+
+    def _listed_tags(self, max_age_seconds: float) -> list[str]:
+        now = time.monotonic()
+        with self._cache_lock:
+            cached = self._listing
+        if cached is not None and now - cached[0] < max_age_seconds:
+            return cached[1]
+        tags = self.list_tags()
+        with self._cache_lock:
+            self._listing = (now, tags)
+        return tags
+
+    def _summaries_of(self, tags: list[str]) -> list[ExperimentSummary]:
+        with self._cache_lock:
+            known = {tag: self._summaries[tag] for tag in tags if tag in self._summaries}
+        unknown = [tag for tag in tags if tag not in known]
+        for tag, summary in self._read_summaries(unknown).items():
+            known[tag] = summary
+            if not summary.broken:
+                with self._cache_lock:
+                    self._summaries[tag] = summary
+        return [known[tag] for tag in tags if tag in known]
+
+    def _read_summaries(self, tags: list[str]) -> dict[str, ExperimentSummary]:
+        """Summaries of ``tags`` whose meta.json exists; one concurrent batch on object stores."""
+        if not tags:
+            return {}
+        paths = {self._experiment_path(tag, META_FILE): tag for tag in tags}
+        try:
+            contents = self._cat_many(paths)
+        except Exception as exc:
+            raise RegistryUnavailable(f"registry unreachable while listing: {exc}") from exc
+        summaries: dict[str, ExperimentSummary] = {}
+        for path, raw in contents.items():
+            tag = paths[path]
+            if isinstance(raw, FileNotFoundError):
+                continue  # a folder without meta.json is a publish in progress
+            if isinstance(raw, BaseException):
+                raise RegistryUnavailable(f"registry unreachable while reading {path}: {raw}")
+            try:
+                summaries[tag] = ExperimentSummary.of(self._parse_meta(tag, raw))
+            except BrokenExperiment as exc:
+                summaries[tag] = ExperimentSummary(tag=tag, broken=True, error=exc.message)
         return summaries
+
+    def _cat_many(self, paths: Mapping[str, str]) -> dict[str, bytes | BaseException]:
+        if self._local:
+            result: dict[str, bytes | BaseException] = {}
+            for path in paths:
+                try:
+                    result[path] = self._fs.cat_file(path)
+                except FileNotFoundError as exc:
+                    result[path] = exc
+            return result
+        found: dict[str, bytes | BaseException] = self._fs.cat(list(paths), on_error="return")
+        return {self._fs._strip_protocol(k) if k not in paths else k: v for k, v in found.items()}
 
     def read_file(self, tag: str, name: str) -> bytes:
         """Another artifact of an experiment (e.g. its ONNX copy)."""
@@ -251,3 +329,48 @@ class ModelRegistry:
         )
         self._write_atomic(self._path(ACTIVE_FILE), pointer.model_dump_json(indent=2).encode())
         return pointer
+
+    # -- deployment spec ---------------------------------------------------------------
+    def read_deployment(self) -> DeploymentRecord | None:
+        """The deployment spec; from ``active.json`` when only that older file exists; None
+        when neither was ever written.
+
+        Raises RegistryUnavailable when storage is out of reach and BrokenExperiment when the
+        file exists but cannot be parsed (never falling back to ``active.json`` then: that
+        could silently change what serves).
+        """
+        try:
+            raw = self._read(self._path(DEPLOYMENT_FILE))
+        except FileNotFoundError:
+            return self._legacy_deployment()
+        try:
+            return DeploymentRecord.model_validate_json(raw)
+        except ValidationError as exc:
+            raise BrokenExperiment(f"deployment.json is unreadable: {exc}") from exc
+
+    def _legacy_deployment(self) -> DeploymentRecord | None:
+        pointer = self.read_active()
+        if pointer is None:
+            return None
+        previous = None if pointer.previous_tag is None else SpecBody(primary=pointer.previous_tag)
+        return DeploymentRecord(
+            spec=SpecBody(primary=pointer.tag),
+            revision=0,
+            updated_at=pointer.updated_at,
+            updated_by=pointer.updated_by,
+            action="initial",
+            previous=previous,
+        )
+
+    def write_deployment(self, record: DeploymentRecord) -> None:
+        """Write the spec atomically, then mirror its primary into ``active.json`` for readers
+        of the older format (a replica of the previous version during a rolling upgrade)."""
+        self._write_atomic(self._path(DEPLOYMENT_FILE), record.model_dump_json(indent=2).encode())
+        previous = record.previous.primary if record.previous is not None else None
+        pointer = ActivePointer(
+            tag=record.spec.primary,
+            updated_at=record.updated_at,
+            updated_by=record.updated_by,
+            previous_tag=previous,
+        )
+        self._write_atomic(self._path(ACTIVE_FILE), pointer.model_dump_json(indent=2).encode())

@@ -21,6 +21,7 @@ import numpy as np
 
 from app.serving.inputs import Batch
 from app.serving.model import LoadedModel
+from app.serving.runtime import run_with_thread_limit
 
 # Below this cost per call a thread hop (and batching) costs more than it saves.
 INLINE_BELOW_SECONDS = 0.0005
@@ -91,7 +92,7 @@ class MicroBatcher:
                 started = time.perf_counter()
                 try:
                     probabilities = await anyio.to_thread.run_sync(
-                        queue.model.predict_proba, combined
+                        run_with_thread_limit, queue.model.predict_proba, combined
                     )
                 except Exception as exc:
                     for _, future in taken:

@@ -11,14 +11,20 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from app.registry.meta import CategoricalProfile, FeatureProfile, FeatureSpec, NumericProfile
-from app.serving.inputs import MISSING_CATEGORY, Batch
+from app.registry.meta import (
+    MISSING_CATEGORY,
+    CategoricalProfile,
+    FeatureProfile,
+    FeatureSpec,
+    NumericProfile,
+)
+from app.serving.inputs import Batch
 
 # Floor for empty bins: keeps PSI finite when a bin is empty on one side.
 EPSILON = 1e-4
@@ -89,30 +95,47 @@ def feature_psi(profile: FeatureProfile, values: np.ndarray[Any, Any]) -> float 
 
 
 class DriftMonitor:
-    """A bounded window of recent input columns for the serving model, and its PSI."""
+    """A bounded window of recent input columns per serving model, and their PSI.
+
+    One window per tag: in a traffic split each arm is compared with its own training data,
+    and a split never resets another arm's window.
+    """
 
     def __init__(self, window_rows: int) -> None:
         self._window_rows = window_rows
         self._lock = threading.Lock()
-        self._tag: str | None = None
-        self._chunks: deque[Batch] = deque()
-        self._rows = 0
+        self._windows: dict[str, tuple[deque[Batch], list[int]]] = {}
 
     def record(self, tag: str, batch: Batch) -> None:
         """Cheap by design: it runs on the request path, so it only keeps the batch."""
         with self._lock:
-            if tag != self._tag:
-                self._tag, self._chunks, self._rows = tag, deque(), 0
-            self._chunks.append(batch)
-            self._rows += batch.n_rows
-            while self._chunks and self._rows - self._chunks[0].n_rows >= self._window_rows:
-                self._rows -= self._chunks.popleft().n_rows
+            window = self._windows.get(tag)
+            if window is None:
+                window = self._windows[tag] = (deque(), [0])
+            chunks, rows = window
+            chunks.append(batch)
+            rows[0] += batch.n_rows
+            while chunks and rows[0] - chunks[0].n_rows >= self._window_rows:
+                rows[0] -= chunks.popleft().n_rows
+
+    def rows(self, tag: str) -> int:
+        with self._lock:
+            window = self._windows.get(tag)
+            return 0 if window is None else window[1][0]
+
+    def retain(self, tags: Iterable[str]) -> None:
+        """Forget the windows of models that no longer serve."""
+        keep = set(tags)
+        with self._lock:
+            for tag in [t for t in self._windows if t not in keep]:
+                del self._windows[tag]
 
     def compute(self, profiles: Mapping[str, FeatureProfile], tag: str) -> dict[str, float]:
         with self._lock:
-            if tag != self._tag or not self._chunks:
+            window = self._windows.get(tag)
+            if window is None or not window[0]:
                 return {}
-            chunks = list(self._chunks)
+            chunks = list(window[0])
         columns = _window_columns(chunks, self._window_rows)
         result: dict[str, float] = {}
         for feature, profile in profiles.items():

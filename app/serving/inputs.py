@@ -1,31 +1,23 @@
-"""Turns request bodies (JSON rows or CSV) into validated column arrays for one model schema.
+"""Validates decoded requests (rows, or columns of values) against one model's schema.
 
-Validation happens once per request, column by column, so the model sees exactly the
-dtypes it was trained on; every error names the row and the feature.
+The codecs (``app/codecs/``) turn a wire format into rows or columns of plain values; this
+module checks them once per request, column by column, so the model sees exactly the dtypes
+it was trained on, and every error names the row (or CSV line) and the feature.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 
-from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
-from app.registry.meta import FeatureSpec
-
-# How a missing category reaches the model: an empty string, which both the training
-# pipeline's imputer (``missing_values=""``) and its ONNX conversion understand (ONNX string
-# tensors have no NaN).
-MISSING_CATEGORY = ""
+from app.errors import InvalidInput, PayloadTooLarge
+from app.registry.meta import MISSING_CATEGORY, FeatureSpec
 
 # Beyond this magnitude a float64 loses integer precision and scaling becomes meaningless;
 # such values are almost always unit or encoding mistakes.
@@ -102,7 +94,6 @@ def batch_from_frame(frame: pd.DataFrame, features: Sequence[FeatureSpec]) -> Ba
 
 
 _NUMBER_TYPE_SET = frozenset({int, float})
-_CSV_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
@@ -121,8 +112,8 @@ def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
     return array
 
 
-# Where a value sits, for error messages: a row of the JSON body or a line of the CSV file
-# (line 1 is the header).
+# Where a value sits, for error messages: a row of the JSON body, a line of the CSV file, a
+# row of a tensor.
 Locate = Callable[[int], str]
 
 
@@ -130,11 +121,7 @@ def _json_row(index: int) -> str:
     return f"instances[{index}]"
 
 
-def _csv_line(index: int) -> str:
-    return f"CSV line {index + 2}"
-
-
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -164,27 +151,7 @@ class InputSchema:
         """The schema without request limits, for rows we wrote ourselves (reference rows)."""
         return cls(features, InputLimits(max_rows=sys.maxsize, max_string_length=sys.maxsize))
 
-    # -- JSON ------------------------------------------------------------------------
-    def parse_json(self, body: bytes) -> Batch:
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedRequest(
-                f"body is not valid JSON: {exc}", reason="malformed_json"
-            ) from exc
-        if not isinstance(document, dict) or "instances" not in document:
-            raise InvalidInput(
-                'body must be a JSON object with an "instances" list of rows',
-                reason="malformed_body",
-            )
-        extra = sorted(set(document) - {"instances"})
-        if extra:
-            raise InvalidInput(f"unknown top-level field(s): {', '.join(extra)}", "malformed_body")
-        instances = document["instances"]
-        if not isinstance(instances, list):
-            raise InvalidInput('"instances" must be a list of rows', reason="malformed_body")
-        return self.rows_to_batch(instances)
-
+    # -- rows (JSON instances, reference rows) ---------------------------------------
     def rows_to_batch(self, rows: Sequence[Any]) -> Batch:
         self._check_count(len(rows))
         for index, row in enumerate(rows):
@@ -227,64 +194,53 @@ class InputSchema:
             return None
         return matrix
 
-    # -- CSV -------------------------------------------------------------------------
-    def parse_csv(self, data: bytes) -> Batch:
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise MalformedRequest(
-                f"CSV file is not UTF-8 text (byte {exc.start}): re-encode it as UTF-8",
-                reason="malformed_csv",
-            ) from exc
-        if "\x00" in text:
-            raise MalformedRequest("CSV file contains NUL bytes", reason="malformed_csv")
-        try:
-            records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-        except csv.Error as exc:
-            raise MalformedRequest(f"CSV file is malformed: {exc}", reason="malformed_csv") from exc
-        records = [record for record in records if record]  # blank lines carry no rows
-        if not records:
-            raise InvalidInput("CSV file is empty: expected a header row", reason="empty")
-        header, body = records[0], records[1:]
-        header = [name.strip() for name in header]
-        if len(set(header)) != len(header):
-            raise InvalidInput("CSV header repeats a column name", reason="malformed_csv")
-        self._explain_keys(set(header), "CSV header")
-        self._check_count(len(body))
-        position = {name: i for i, name in enumerate(header)}
-        for line_index, record in enumerate(body):
-            if len(record) != len(header):
-                raise InvalidInput(
-                    f"{_csv_line(line_index)}: {len(record)} fields, header has {len(header)}",
-                    reason="malformed_csv",
-                )
-        columns: dict[str, np.ndarray[Any, Any]] = {}
+    # -- columns (CSV, OIP tensors) ----------------------------------------------------
+    def columns_to_batch(
+        self,
+        columns: Mapping[str, Sequence[Any]],
+        n_rows: int,
+        where: Locate,
+        source: str = "input",
+    ) -> Batch:
+        """A batch from one list of values per feature (extra columns are the codec's
+        business: it names and drops them). ``where`` locates a row for error messages,
+        ``source`` names the columns' origin (``CSV header``, ``inputs``)."""
+        self._explain_keys(columns.keys(), source)
+        self._check_count(n_rows)
+        checked: dict[str, np.ndarray[Any, Any]] = {}
         unknown: dict[str, int] = {}
         for feature in self.features:
-            raw = [record[position[feature.name]] for record in body]
-            values = [self._from_csv_cell(feature, cell, i) for i, cell in enumerate(raw)]
-            columns[feature.name] = self._column(feature, values, _csv_line, unknown)
-        return Batch(columns=columns, n_rows=len(body), unknown_categories=unknown)
+            values = list(columns[feature.name])
+            if len(values) != n_rows:
+                raise InvalidInput(
+                    f"column {feature.name!r} has {len(values)} values, expected {n_rows}",
+                    reason="shape_mismatch",
+                )
+            checked[feature.name] = self._column(feature, values, where, unknown)
+        return Batch(columns=checked, n_rows=n_rows, unknown_categories=unknown)
 
-    def _from_csv_cell(self, feature: FeatureSpec, cell: str, index: int) -> Any:
-        cell = cell.strip()
-        if cell == "" or cell.lower() in {"na", "nan", "null"}:
-            return None
-        if feature.dtype == "category":
-            return cell
-        try:
-            if not _CSV_NUMBER.fullmatch(cell):  # float() alone takes "1_000" and non-ASCII digits
-                raise ValueError(cell)
-            number = float(cell)
-        except ValueError:
+    def matrix_to_batch(self, matrix: np.ndarray[Any, Any], where: Locate) -> Batch:
+        """A batch from a (rows x features) numeric array in schema order (all-numeric
+        schemas only); every value is checked as a JSON number would be."""
+        if not self._all_numeric:
             raise InvalidInput(
-                f"{_csv_line(index)}, column {feature.name!r}: expected a number, "
-                f"got {_describe(cell)}",
+                "this model has categorical features: send one input per feature",
                 reason="wrong_type",
-            ) from None
-        if feature.dtype == "int" and number.is_integer():
-            return int(number)
-        return number
+            )
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.features):
+            raise InvalidInput(
+                f"expected a [rows, {len(self.features)}] tensor (features in the order "
+                f"{', '.join(self.names)}), got shape {list(matrix.shape)}",
+                reason="shape_mismatch",
+            )
+        self._check_count(int(matrix.shape[0]))
+        values = np.asarray(matrix, dtype=np.float64)
+        if np.all(np.abs(values) <= MAX_ABS_NUMBER) and (
+            not self._int_positions or np.all(np.mod(values[:, self._int_positions], 1) == 0)
+        ):
+            return Batch(None, int(values.shape[0]), matrix=values, names=self.names)
+        columns = {name: values[:, i].tolist() for i, name in enumerate(self.names)}
+        return self.columns_to_batch(columns, int(values.shape[0]), where)
 
     # -- shared ----------------------------------------------------------------------
     def _check_count(self, n_rows: int) -> None:
@@ -307,7 +263,7 @@ class InputSchema:
             )
         if unknown:
             # Names come from the client: shown shortened, and only the first few.
-            shown = ", ".join(_describe(name) for name in unknown[:5])
+            shown = ", ".join(describe(name) for name in unknown[:5])
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise InvalidInput(
                 f"{where}: unknown feature(s) {shown}{more}; expected {', '.join(self.names)}",
@@ -353,7 +309,7 @@ class InputSchema:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InvalidInput(
                     f"{where(index)}: feature {feature.name!r} expects a number, "
-                    f"got {_describe(value)}",
+                    f"got {describe(value)}",
                     reason="wrong_type",
                 )
             number = float(value) if abs(value) <= MAX_ABS_NUMBER else math.inf
@@ -366,7 +322,7 @@ class InputSchema:
             if feature.dtype == "int" and not number.is_integer():
                 raise InvalidInput(
                     f"{where(index)}: feature {feature.name!r} expects an integer, "
-                    f"got {_describe(value)}",
+                    f"got {describe(value)}",
                     reason="wrong_type",
                 )
             out[index] = number
@@ -390,7 +346,7 @@ class InputSchema:
             if not isinstance(value, str):
                 raise InvalidInput(
                     f"{where(index)}: feature {feature.name!r} expects a string, "
-                    f"got {_describe(value)}",
+                    f"got {describe(value)}",
                     reason="wrong_type",
                 )
             if len(value) > limit:

@@ -7,14 +7,21 @@ microseconds. Each runtime takes the batch's column arrays as directly as it can
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import threadpoolctl
 
 from app.registry.meta import FeatureSpec
 from app.serving.inputs import Batch
+
+T = TypeVar("T")
+
+
+_thread_state = threading.local()
+_thread_limit: int | None = None
 
 
 def limit_native_threads(threads: int) -> Callable[[], None]:
@@ -23,10 +30,34 @@ def limit_native_threads(threads: int) -> Callable[[], None]:
     Each worker is a process: with every library's default (one thread per core) two workers
     loading or scoring a HistGradientBoosting model at once oversubscribe the cores and the
     spinning OpenMP threads turn a 65 ms load into seconds. Throughput scales with workers.
+    OpenMP keeps its thread count per calling thread, so every thread that later runs a model
+    applies the cap again (:func:`run_with_thread_limit`).
     """
+    global _thread_limit
     limiter = threadpoolctl.threadpool_limits(limits=threads)
-    restore: Callable[[], None] = limiter.restore_original_limits
+    _thread_limit = threads
+    _thread_state.limit = threads
+
+    def restore() -> None:
+        global _thread_limit
+        _thread_limit = None
+        limiter.restore_original_limits()
+
     return restore
+
+
+def ensure_thread_limit() -> None:
+    """Apply the process's cap in the calling thread, once per thread."""
+    limit = _thread_limit
+    if limit is not None and getattr(_thread_state, "limit", None) != limit:
+        threadpoolctl.threadpool_limits(limits=limit)
+        _thread_state.limit = limit
+
+
+def run_with_thread_limit(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in this thread under the process's native-thread cap."""
+    ensure_thread_limit()
+    return function(*args)
 
 
 class Runtime(Protocol):

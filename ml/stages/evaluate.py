@@ -25,7 +25,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from app.serving.inputs import MISSING_CATEGORY
+from app.registry import MISSING_CATEGORY
 from ml.errors import run_stage
 from ml.estimators import single_threaded
 from ml.layout import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.registry.model_file import sha256_hex
+from app.registry import sha256_hex
 from ml.errors import run_stage
 from ml.layout import RAW_DATA
 from ml.params import load_params

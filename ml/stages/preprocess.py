@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sklearn.model_selection import train_test_split
 
-from app.registry.meta import FeatureSpec
+from app.registry import FeatureSpec
 from ml.errors import DataError, run_stage
 from ml.layout import RAW_DATA, SCHEMA_FILE, TEST_DATA, TRAIN_DATA, VALIDATION_REPORT, write_json
 from ml.params import DataParams, PreprocessParams, load_params

@@ -15,15 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import ValidationError
 
-from app.container import Container
-from app.registry.meta import ExperimentMeta, FeatureSpec
-from app.registry.model_file import sha256_hex
-from app.registry.publish import publish_experiment
-from app.registry.store import ModelRegistry
-from app.settings import Settings
-from ml.errors import DataError, PipelineError, run_stage
+from app.publishing import publish_experiment, registry_from_settings
+from app.registry import ExperimentMeta, FeatureSpec, ModelRegistry, sha256_hex
+from ml.errors import DataError, run_stage
 from ml.estimators import single_threaded
 from ml.layout import (
     CV_METRICS,
@@ -149,22 +144,11 @@ def _sha256_file(path: Path) -> str:
         raise DataError(f"{path}: not found: run the load stage first") from None
 
 
-def service_registry() -> ModelRegistry:
-    """The registry the service reads, from the service's own settings and wiring."""
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise PipelineError(f"service settings: {error['loc'][0]}: {error['msg']}") from None
-    registry: ModelRegistry = Container(settings=settings).registry()
-    return registry
-
-
 def _run() -> None:
     document = read_params_document()
     experiment = gather(document)
     tag = resolve_tag(Path.cwd(), document, os.environ)
-    registry = service_registry()
+    registry = registry_from_settings()
     existed = tag.tag in registry.list_tags()
     meta = publish(registry, experiment, tag)
     if existed and meta.metrics != experiment.metrics:
@@ -174,7 +158,7 @@ def _run() -> None:
             "ML_API_EXPERIMENT_TAG to publish this one",
             file=sys.stderr,
         )
-    active = registry.read_active_or_none()
+    deployment = registry.read_deployment()
     write_json(
         PUBLISH_RECORD,
         {
@@ -183,7 +167,7 @@ def _run() -> None:
             "model_type": meta.model_type,
             "model_sha256": meta.model_sha256,
             "already_published": existed,
-            "active": active is not None and active.tag == meta.tag,
+            "active": deployment is not None and deployment.spec.primary == meta.tag,
         },
     )
     state = "already published" if existed else "published"

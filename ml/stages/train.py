@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 
-from app.registry.model_file import dump_model
+from app.registry import dump_model
 from ml.errors import ParamsError, run_stage
 from ml.estimators import build_pipeline, single_threaded
 from ml.layout import CV_METRICS, MODEL_FILE, SCHEMA_FILE, TRAIN_DATA, write_json

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.local_server import free_port
 from tests.delivery.tools import ROOT
+from tests.local_server import free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
 IMAGE = "ml-api:delivery-test"

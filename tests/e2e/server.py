@@ -12,8 +12,8 @@ from types import TracebackType
 
 import httpx
 
-from app.local_server import free_port, wait_until_ok
 from tests.conftest import ADMIN_TOKEN, PROJECT_ROOT
+from tests.local_server import free_port, wait_until_ok
 
 
 class Server:

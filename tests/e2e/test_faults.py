@@ -3,8 +3,8 @@ in the middle of a swap. In every case exactly one consistent model serves.
 
 Covered elsewhere and not repeated: a model file whose sha256 does not match
 (tests/app/api/test_admin.py), a malformed meta.json (tests/app/api/test_experiments.py lists it
-as broken), atomic local pointer writes and an unreadable pointer in the holder
-(tests/app/registry/test_store.py, tests/app/serving/test_holder.py).
+as broken), atomic local pointer writes and an unreadable spec in the deployment
+(tests/app/registry/test_store.py, tests/app/serving/test_deployment.py).
 """
 
 from __future__ import annotations
@@ -33,18 +33,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from app.container import Container
-from app.local_server import free_port, wait_for_port, wait_until
-from app.metrics import ServiceMetrics
 from app.registry.meta import ExperimentMeta
 from app.registry.model_file import sha256_hex
 from app.registry.store import ModelRegistry
-from app.serving.background import follow_registry
-from app.serving.holder import ModelHolder
 from app.serving.inputs import InputLimits
 from app.serving.model import LoadedModel, load_verified
 from app.settings import Settings
 from tests.conftest import ADMIN_TOKEN, app_client
 from tests.e2e.server import Server, auth_headers
+from tests.local_server import free_port, wait_for_port, wait_until
 from tests.models import sample_rows, trained
 
 ROW = sample_rows(1)
@@ -242,7 +239,7 @@ class FlakyLoader:
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` on the event loop (the holder offers no event to await)."""
+    """Poll ``condition`` on the event loop (the deployment offers no event to await)."""
     try:
         async with asyncio.timeout(10):
             while not condition():  # noqa: ASYNC110
@@ -252,19 +249,21 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 
 
 async def test_registry_follower_survives_an_unexpected_load_error(
-    registry: ModelRegistry, caplog: pytest.LogCaptureFixture
+    settings: Settings, registry: ModelRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A worker whose background follower died would never follow a swap again."""
     loader = FlakyLoader("boost")
-    holder = ModelHolder(registry, ServiceMetrics(), LIMITS, loader=loader)
-    await holder.sync_with_registry()
-    follower = asyncio.create_task(follow_registry(holder, poll_seconds=0.02, max_backoff=0.05))
+    container = Container(settings=settings.model_copy(update={"poll_seconds": 0.02}))
+    container.model_loader.override(providers.Object(loader))
+    deployment = container.deployment()
+    await deployment.sync_with_registry()
+    follower = asyncio.create_task(container.lifecycle().follow_registry())
     try:
         registry.write_active("boost", updated_by="other-worker", previous_tag="base")
         await _until(lambda: loader.failures >= 3, "the follower keeps trying")
-        assert holder.active().tag == "base"
+        assert deployment.plan().primary.tag == "base"
         loader.armed = False
-        await _until(lambda: holder.active_tag == "boost", "the follower catches up")
+        await _until(lambda: deployment.plan().spec.primary == "boost", "the follower catches up")
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
@@ -275,8 +274,7 @@ async def test_swap_with_an_unexpected_load_error_is_a_counted_failure(
     settings: Settings, registry: ModelRegistry, auth: dict[str, str]
 ) -> None:
     container = Container(settings=settings)
-    holder = ModelHolder(registry, ServiceMetrics(), LIMITS, loader=FlakyLoader("boost"))
-    container.model_holder.override(providers.Object(holder))
+    container.model_loader.override(providers.Object(FlakyLoader("boost")))
     failures = REGISTRY.get_sample_value("ml_api_model_swaps_total", {"result": "failure"}) or 0
     async with app_client(settings, container, raise_app_exceptions=False) as http:
         response = await http.post("/replace_ml_model", json={"tag": "boost"}, headers=auth)
@@ -328,7 +326,7 @@ def test_corrupt_pointer_on_a_running_server_keeps_the_model_and_is_logged(
     good = pointer.read_bytes()
 
     def complaints() -> int:
-        return log.read_text(errors="replace").count("active pointer unreadable")
+        return log.read_text(errors="replace").count("deployment spec unreadable")
 
     before = complaints()
     try:
@@ -343,14 +341,23 @@ def test_corrupt_pointer_on_a_running_server_keeps_the_model_and_is_logged(
 
 @pytest.mark.e2e
 def test_repaired_pointer_is_followed_again(pointer_server: tuple[Server, Path, Path]) -> None:
-    server, registry_dir, _ = pointer_server
+    """The worker must see the broken pointer (and say so), keep serving, then follow the
+    repaired one: written back to back, the broken state might never be observed at all."""
+    server, registry_dir, log = pointer_server
     pointer = registry_dir / "active.json"
     good = pointer.read_bytes()
+
+    def complaints() -> int:
+        return log.read_text(errors="replace").count("deployment spec unreadable")
+
     try:
+        before = complaints()
         pointer.write_bytes(b"{half")
-        moved = json.loads(good) | {"tag": "boost", "previous_tag": "base"}
-        pointer.write_bytes(json.dumps(moved).encode())
+        wait_until(lambda: complaints() > before, timeout=20, what="the worker saw it broken")
         with server.client() as http:
+            assert served_tag(http) == "base"  # kept serving while it was broken
+            moved = json.loads(good) | {"tag": "boost", "previous_tag": "base"}
+            pointer.write_bytes(json.dumps(moved).encode())
             wait_until(lambda: served_tag(http) == "boost", timeout=20, what="follows the pointer")
     finally:
         pointer.write_bytes(good)

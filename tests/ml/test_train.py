@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app.registry import MISSING_CATEGORY
 from app.registry.model_file import dump_model, load_model, sha256_hex
-from app.serving.inputs import MISSING_CATEGORY
 from ml.errors import ParamsError
 from ml.params import ModelParams, Params
 from ml.schema import model_frame

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import yaml
 
-from app.local_server import free_port, wait_for_port, wait_until
 from tests.e2e.server import Server, auth_headers
+from tests.local_server import free_port, wait_for_port, wait_until
 from tests.models import sample_rows
 from tests.monitoring.promql import Expression, all_expressions, referenced_metrics
 

@@ -34,12 +34,14 @@ async def test_replace_swaps_and_persists_pointer(
     assert (pointer.tag, pointer.previous_tag) == ("boost", "base")
     assert _swaps("success") == before + 1
     assert (
-        REGISTRY.get_sample_value("ml_api_model_info", {"model_tag": "boost", "model_type": "hgb"})
+        REGISTRY.get_sample_value(
+            "ml_api_model_info", {"model_tag": "boost", "model_type": "hgb", "role": "primary"}
+        )
         == 1
     )
     assert (
         REGISTRY.get_sample_value(
-            "ml_api_model_info", {"model_tag": "base", "model_type": "logreg"}
+            "ml_api_model_info", {"model_tag": "base", "model_type": "logreg", "role": "primary"}
         )
         == 0
     )

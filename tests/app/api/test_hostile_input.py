@@ -173,13 +173,6 @@ HOSTILE = [
         id="csv-missing-column",
     ),
     pytest.param(
-        csv_with(f"{LINE},red", header=f"{HEADER},colour"),
-        CSV,
-        422,
-        "'colour'",
-        id="csv-extra-column",
-    ),
-    pytest.param(
         csv_with(LINE.replace(FIRST_NUMBER, "inf")), CSV, 422, "expected a number", id="csv-inf"
     ),
     pytest.param(
@@ -282,7 +275,7 @@ async def test_csv_with_a_utf8_bom_is_served_like_one_without(client: httpx.Asyn
         "/predict", content=b"\xef\xbb\xbf" + GOOD_CSV, headers={"content-type": CSV}
     )
     assert plain.status_code == with_bom.status_code == 200, with_bom.text
-    assert with_bom.json() == plain.json()
+    assert {**with_bom.json(), "request_id": ""} == {**plain.json(), "request_id": ""}
 
 
 # -- limits: rows and bytes, with a service configured small ------------------------------

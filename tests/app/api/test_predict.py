@@ -32,6 +32,12 @@ async def test_json_rows_get_one_prediction_each_in_order(client: httpx.AsyncCli
         )
 
 
+def without_id(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer without its request id (which differs from request to request)."""
+    assert len(body.pop("request_id")) == 32
+    return body
+
+
 async def test_csv_upload_matches_json(client: httpx.AsyncClient) -> None:
     rows = sample_rows(4, offset=10)
     header = list(rows[0])
@@ -42,7 +48,71 @@ async def test_csv_upload_matches_json(client: httpx.AsyncClient) -> None:
     from_csv = await client.post("/predict", files={"file": ("rows.csv", csv_bytes, "text/csv")})
     from_json = await client.post("/predict", json={"instances": rows})
     assert from_csv.status_code == 200, from_csv.text
-    assert from_csv.json() == from_json.json()
+    assert without_id(from_csv.json()) == without_id(from_json.json())
+
+
+async def test_csv_columns_no_feature_uses_are_ignored_and_named(
+    client: httpx.AsyncClient,
+) -> None:
+    """A held-out test file (with its label and an id column) scores as it is."""
+    rows = sample_rows(3, offset=40)
+    header = ["id", *rows[0], "species"]
+    lines = [",".join(header)] + [
+        ",".join([str(i), *("" if v is None else str(v) for v in row.values()), "Adelie"])
+        for i, row in enumerate(rows)
+    ]
+    response = await client.post(
+        "/predict", content="\n".join(lines).encode(), headers={"content-type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["ignored_columns"] == ["id", "species"]
+    expected = await client.post("/predict", json={"instances": rows})
+    assert body["predictions"] == expected.json()["predictions"]
+    assert "ignored_columns" not in expected.json()
+
+
+async def test_csv_without_a_feature_is_refused_naming_it(client: httpx.AsyncClient) -> None:
+    rows = sample_rows(1)
+    header = [name for name in rows[0] if name != "island"]
+    line = ",".join("" if rows[0][k] is None else str(rows[0][k]) for k in header)
+    response = await client.post(
+        "/predict",
+        content=f"{','.join(header)},species\n{line},Adelie\n".encode(),
+        headers={"content-type": "text/csv"},
+    )
+    assert response.status_code == 422
+    assert "missing feature(s) 'island'" in response.json()["error"]["message"]
+
+
+async def test_request_id_is_echoed_or_made_up(client: httpx.AsyncClient) -> None:
+    given = await client.post(
+        "/predict", json={"instances": sample_rows(1)}, headers={"X-Request-ID": "order-42.a:b"}
+    )
+    assert given.headers["x-request-id"] == given.json()["request_id"] == "order-42.a:b"
+    made = [await client.post("/predict", json={"instances": sample_rows(1)}) for _ in range(2)]
+    ids = {r.json()["request_id"] for r in made}
+    assert len(ids) == 2
+    assert {r.headers["x-request-id"] for r in made} == ids
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "needle"),
+    [
+        ("X-Request-ID", "has space", "X-Request-ID"),
+        ("X-Request-ID", "x" * 129, "X-Request-ID"),
+        ("X-ML-API-Key", "k" * 257, "X-ML-API-Key"),
+    ],
+)
+async def test_bad_request_id_or_key_is_a_400_naming_the_header(
+    client: httpx.AsyncClient, header: str, value: str, needle: str
+) -> None:
+    response = await client.post(
+        "/predict", json={"instances": sample_rows(1)}, headers={header: value}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_header"
+    assert needle in response.json()["error"]["message"]
 
 
 async def test_null_in_nullable_feature_is_served(client: httpx.AsyncClient) -> None:
@@ -190,7 +260,7 @@ async def test_predictions_are_counted_by_label(client: httpx.AsyncClient) -> No
     rows = sample_rows(2)
     response = await client.post("/predict", json={"instances": rows})
     label = response.json()["predictions"][0]["label"]
-    sample = {"model_tag": "base", "label": label}
+    sample = {"model_tag": "base", "role": "primary", "label": label}
     before = REGISTRY.get_sample_value("ml_api_predictions_total", sample) or 0
     await client.post("/predict", json={"instances": rows})
     assert REGISTRY.get_sample_value("ml_api_predictions_total", sample) == before + 2

@@ -21,9 +21,11 @@ def any_registry(request: pytest.FixtureRequest, registry_dir: Path) -> ModelReg
     return ModelRegistry(request.getfixturevalue("s3_registry_url"))
 
 
-def test_lists_published_experiments_with_active_flag(any_registry: ModelRegistry) -> None:
-    listed = any_registry.list_experiments()
-    assert {e.tag: e.active for e in listed} == {"base": True, "boost": False}
+def test_lists_published_experiments_newest_first(any_registry: ModelRegistry) -> None:
+    page = any_registry.list_experiments()
+    listed = page.experiments
+    assert page.total == 2
+    assert [e.tag for e in listed] == ["boost", "base"]  # tests/conftest.py publishes base first
     assert listed[0].created_at is not None
     assert listed[0].created_at >= listed[1].created_at  # type: ignore[operator]
 
@@ -83,7 +85,7 @@ def test_local_pointer_write_leaves_no_temporary_files(registry_dir: Path) -> No
 def test_folder_without_meta_is_not_listed(registry_dir: Path) -> None:
     (registry_dir / "experiments" / "halfway").mkdir()
     (registry_dir / "experiments" / "halfway" / "model.skops").write_bytes(b"partial")
-    tags = [e.tag for e in ModelRegistry(str(registry_dir)).list_experiments()]
+    tags = [e.tag for e in ModelRegistry(str(registry_dir)).list_experiments().experiments]
     assert tags == ["boost", "base"]
 
 

@@ -78,7 +78,17 @@ def test_window_is_bounded() -> None:
     columns = {"x": np.zeros(30)}
     for _ in range(20):
         monitor.record("m", Batch(columns, 30))
-    assert monitor._rows <= 130
+    assert 100 <= monitor.rows("m") <= 130
+
+
+def test_each_model_has_its_own_window_so_a_split_does_not_reset_it() -> None:
+    monitor = DriftMonitor(window_rows=1000)
+    for _ in range(10):  # a 90/10 split, interleaved
+        monitor.record("primary", Batch({"x": np.zeros(9)}, 9))
+        monitor.record("canary", Batch({"x": np.ones(1)}, 1))
+    assert (monitor.rows("primary"), monitor.rows("canary")) == (90, 10)
+    monitor.retain(["primary"])
+    assert (monitor.rows("primary"), monitor.rows("canary")) == (90, 0)
 
 
 @pytest.mark.parametrize(("shift", "high"), [(False, False), (True, True)])

@@ -8,6 +8,7 @@ and to reproduce them.
 
 from __future__ import annotations
 
+import logging
 import platform
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,15 +16,20 @@ from importlib import metadata
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
-from app.errors import ExperimentExists, ExperimentNotFound
+from app.errors import BrokenExperiment, ExperimentExists, ExperimentNotFound, InvalidSettings
+from app.publishing.onnx_export import ONNX_FILE, export_checked
 from app.registry.meta import ExperimentMeta, FeatureSpec, Reference, validate_tag
 from app.registry.model_file import dump_model, load_model, sha256_hex, untrusted_types
-from app.registry.onnx_export import ONNX_FILE, export_checked
+from app.registry.spec import DeploymentRecord, SpecBody
 from app.registry.store import ModelRegistry
 from app.serving.drift import profile_training_data
 from app.serving.inputs import Batch, InputSchema, batch_from_frame
 from app.serving.runtime import SklearnRuntime
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 VERSIONED_PACKAGES = ("scikit-learn", "numpy", "pandas", "skops")
 
@@ -120,5 +126,29 @@ def publish_experiment(
 
 
 def _activate_if_none(registry: ModelRegistry, tag: str, wanted: bool) -> None:
-    if wanted and registry.read_active_or_none() is None:
-        registry.write_active(tag, updated_by="publish", previous_tag=None)
+    if not wanted:
+        return
+    try:
+        current = registry.read_deployment()
+    except BrokenExperiment as exc:  # something serves, its spec is damaged: leave it be
+        logger.error("%s; not activating %s", exc.message, tag)
+        return
+    if current is None:
+        spec = SpecBody(primary=tag)
+        registry.write_deployment(
+            DeploymentRecord.first(spec, at=datetime.now(UTC), by="publish", action="publish")
+        )
+
+
+def registry_from_settings(settings: Settings | None = None) -> ModelRegistry:
+    """The registry the service reads (``ML_API_REGISTRY_URL`` and its storage options).
+
+    Raises InvalidSettings naming the first bad setting when the environment is wrong.
+    """
+    if settings is None:
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise InvalidSettings(f"service settings: {error['loc'][0]}: {error['msg']}") from None
+    return ModelRegistry(settings.registry_url, settings.registry_storage_options)

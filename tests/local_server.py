@@ -1,7 +1,6 @@
 """Helpers to run ``ml-api serve`` (or a peer) as a child process on 127.0.0.1.
 
-Used by the benchmark, the soak and swap scripts and the end-to-end tests; the service itself
-never imports this module.
+Used by the tests, the benchmark and the soak and swap scripts; it is no part of the service.
 """
 
 from __future__ import annotations
