@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 from dependency_injector import containers, providers
 
+from app.feedback.bandit import BanditLoop
+from app.feedback.ids import RequestIds
+from app.feedback.recorder import PredictionRecorder
+from app.feedback.report import ReportExporter
+from app.feedback.service import FeedbackService
+from app.feedback.store import StoreHandle, default_state_url, namespace_of
 from app.metrics import ServiceMetrics
 from app.registry.store import ModelRegistry
 from app.security import AdminTokenChecker
@@ -21,6 +28,31 @@ from app.serving.prediction import PredictionService
 from app.serving.shadow import InFlight, ShadowMirror
 from app.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+
+def feedback_store(settings: Settings) -> StoreHandle | None:
+    """The shared feedback store, or None when feedback is off (no ML_API_FEEDBACK_TOKEN)."""
+    if settings.feedback_token is None:
+        return None
+    url = settings.state_url
+    if url is None:
+        url, shared = default_state_url(settings.registry_url)
+        if not shared:
+            logger.warning(
+                "feedback state is kept in %s, which other replicas do not see: set "
+                "ML_API_STATE_URL=redis://... for a cluster",
+                url,
+            )
+    return StoreHandle(url, namespace_of(settings.registry_url))
+
+
+def request_id_secret(settings: Settings) -> bytes | None:
+    """Our request ids are signed with a key derived from the feedback token (shared by every
+    worker and replica); without feedback they need no signature."""
+    token = settings.feedback_token
+    return None if token is None else token.get_secret_value().encode()
+
 
 class Container(containers.DeclarativeContainer):
     wiring_config = containers.WiringConfiguration(
@@ -30,6 +62,7 @@ class Container(containers.DeclarativeContainer):
             "app.api.admin",
             "app.api.health",
             "app.api.deployment",
+            "app.api.feedback",
         ]
     )
 
@@ -55,6 +88,17 @@ class Container(containers.DeclarativeContainer):
     deployment = providers.Singleton(
         Deployment, registry=registry, pool=model_pool, metrics=metrics
     )
+    feedback_store = providers.Singleton(feedback_store, settings=settings)
+    request_ids = providers.Singleton(
+        RequestIds, secret=providers.Callable(request_id_secret, settings=settings)
+    )
+    recorder = providers.Singleton(
+        PredictionRecorder,
+        store=feedback_store,
+        metrics=metrics,
+        retention_seconds=settings.provided.feedback_retention_seconds,
+        flush_seconds=settings.provided.feedback_flush_seconds,
+    )
     batcher = providers.Singleton(
         MicroBatcher,
         max_rows=settings.provided.batch_max_rows,
@@ -79,6 +123,22 @@ class Container(containers.DeclarativeContainer):
         mirror=shadow_mirror,
         guard=canary_guard,
         in_flight=in_flight,
+        recorder=recorder,
+    )
+    feedback_service = providers.Singleton(
+        FeedbackService,
+        store=feedback_store,
+        ids=request_ids,
+        registry=registry,
+        metrics=metrics,
+        retention_seconds=settings.provided.feedback_retention_seconds,
+        flush_seconds=settings.provided.feedback_flush_seconds,
+    )
+    bandit = providers.Singleton(
+        BanditLoop, deployment=deployment, store=feedback_store, metrics=metrics
+    )
+    report_exporter = providers.Singleton(
+        ReportExporter, deployment=deployment, store=feedback_store, metrics=metrics
     )
     lifecycle = providers.Singleton(
         WorkerLifecycle,
@@ -87,9 +147,15 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
         mirror=shadow_mirror,
         guard=canary_guard,
+        recorder=recorder,
+        bandit=bandit,
+        report_exporter=report_exporter,
         model_threads=settings.provided.model_threads,
         poll_seconds=settings.provided.poll_seconds,
         startup_retry_max_seconds=settings.provided.startup_retry_max_seconds,
         drift_interval_seconds=settings.provided.drift_interval_seconds,
     )
     admin_tokens = providers.Singleton(AdminTokenChecker, token=settings.provided.admin_token)
+    feedback_tokens = providers.Singleton(
+        AdminTokenChecker, token=settings.provided.feedback_token, setting="ML_API_FEEDBACK_TOKEN"
+    )

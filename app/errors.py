@@ -131,3 +131,24 @@ class ModelNotLoaded(ServiceError):
 
     status_code = 404
     code = "model_not_loaded"
+
+
+class FeedbackStoreUnavailable(ServiceError):
+    """The shared feedback store (SQLite or Redis) cannot be reached: predictions go on."""
+
+    status_code = 503
+    code = "feedback_store_unavailable"
+
+
+class FeedbackDisabled(ServiceError):
+    status_code = 403
+    code = "feedback_disabled"
+
+
+class FeedbackRejected(ServiceError):
+    """One feedback item that cannot be joined; ``code`` says why (malformed, forged...)."""
+
+    def __init__(self, message: str, code: str, status_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status_code = status_code

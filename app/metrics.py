@@ -158,7 +158,81 @@ GUARD_EVENTS = Counter(
     ["model_tag", "reason"],
 )
 
+FEEDBACK_ITEMS = Counter(
+    "ml_api_feedback_items",
+    "Feedback items received, by outcome (accepted, duplicate, or why they were refused).",
+    ["outcome"],
+)
+FEEDBACK = Counter(
+    "ml_api_feedback",
+    "Feedback joined to a prediction, by model, role and result (correct/incorrect label, or "
+    "reward).",
+    ["model_tag", "role", "result"],
+)
+FEEDBACK_REWARD = Histogram(
+    "ml_api_feedback_reward",
+    "Rewards received as feedback, per model.",
+    ["model_tag", "role"],
+    buckets=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+)
+FEEDBACK_DELAY = Histogram(
+    "ml_api_feedback_delay_seconds",
+    "Time from a prediction to its feedback.",
+    ["model_tag"],
+    buckets=(0.1, 1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400),
+)
+OFFLINE_ACCURACY = Gauge(
+    "ml_api_model_offline_accuracy",
+    "Accuracy recorded at training time (meta.json metrics.accuracy), per serving model.",
+    ["model_tag"],
+    multiprocess_mode="livemax",
+)
+FEEDBACK_STORE_ERRORS = Counter(
+    "ml_api_feedback_store_errors",
+    "Operations on the feedback store that failed (predictions kept flowing).",
+    ["operation"],
+)
+FEEDBACK_RECORDS_DROPPED = Counter(
+    "ml_api_feedback_records_dropped",
+    "Prediction records dropped before reaching the feedback store (its buffer was full).",
+)
+BANDIT_PROBABILITY_BEST = Gauge(
+    "ml_api_bandit_probability_best",
+    "Posterior probability that an arm of a bandit is the best one.",
+    ["model_tag"],
+    multiprocess_mode="livemax",
+)
+BANDIT_POSTERIOR_MEAN = Gauge(
+    "ml_api_bandit_posterior_mean",
+    "Posterior mean success rate of an arm of a bandit.",
+    ["model_tag"],
+    multiprocess_mode="livemax",
+)
+AB_SUCCESS_RATE = Gauge(
+    "ml_api_ab_success_rate",
+    "Success rate from labelled feedback per arm of the running split, with its confidence "
+    "bounds (bound: rate, low, high).",
+    ["model_tag", "bound"],
+    multiprocess_mode="livemax",
+)
+AB_P_VALUE = Gauge(
+    "ml_api_ab_p_value",
+    "p-value of the difference between a candidate and the primary (test: z or welch).",
+    ["model_tag", "test"],
+    multiprocess_mode="livemax",
+)
+AB_SRM_P_VALUE = Gauge(
+    "ml_api_ab_srm_p_value",
+    "p-value of the sample-ratio check of the running split (low: traffic is not split as "
+    "configured).",
+    multiprocess_mode="livemax",
+)
+
 ROLES = ("primary", "candidate", "shadow")
+FEEDBACK_OUTCOMES = (
+    "accepted", "duplicate", "malformed_request_id", "forged_request_id", "unknown_request_id",
+    "expired_request_id", "invalid_row", "unknown_label", "feedback_store_unavailable",
+)  # fmt: skip
 GUARD_REASONS = ("error_rate", "latency")
 SPEC_ACTIONS = ("put", "replace", "promote", "rollback", "guard")
 
@@ -178,6 +252,9 @@ class ServiceMetrics:
             MODEL_SWAPS.labels(result)
             for action in SPEC_ACTIONS:
                 DEPLOYMENT_CHANGES.labels(action, result)
+        for outcome in FEEDBACK_OUTCOMES:
+            FEEDBACK_ITEMS.labels(outcome)
+        FEEDBACK_RECORDS_DROPPED.inc(0)
 
     # -- model lifecycle -------------------------------------------------------------
     def model_loaded(self, load_seconds: float) -> None:
@@ -207,11 +284,20 @@ class ServiceMetrics:
         MODEL_READY.set(1)
 
     def model_series_known(
-        self, tag: str, role: str, categorical: list[str], primary: str | None
+        self,
+        tag: str,
+        role: str,
+        categorical: list[str],
+        primary: str | None,
+        offline_accuracy: float | None = None,
     ) -> None:
         """Create a model's series at zero, so panels show 0 rather than "No data"."""
         self._child(MODEL_REQUESTS, tag, role)
         self._child(MODEL_ERRORS, tag, role)
+        for result in ("correct", "incorrect"):
+            self._child(FEEDBACK, tag, role, result)
+        if offline_accuracy is not None:
+            OFFLINE_ACCURACY.labels(tag).set(offline_accuracy)
         for feature in categorical:
             self._child(UNKNOWN_CATEGORIES, tag, feature)
         if role == "candidate":
@@ -314,6 +400,47 @@ class ServiceMetrics:
         for feature, psi in psi_by_feature.items():
             INPUT_DRIFT_PSI.labels(tag, feature).set(psi)
 
+    # -- feedback ----------------------------------------------------------------------
+    def feedback_item(self, outcome: str) -> None:
+        self._child(FEEDBACK_ITEMS, outcome).inc()
+
+    def feedback_joined(
+        self, tag: str, role: str, correct: bool | None, reward: float | None, delay: float
+    ) -> None:
+        if correct is not None:
+            self._child(FEEDBACK, tag, role, "correct" if correct else "incorrect").inc()
+        if reward is not None:
+            self._child(FEEDBACK, tag, role, "reward").inc()
+            self._child(FEEDBACK_REWARD, tag, role).observe(reward)
+        self._child(FEEDBACK_DELAY, tag).observe(max(0.0, delay))
+
+    def feedback_store_failed(self, operation: str) -> None:
+        self._child(FEEDBACK_STORE_ERRORS, operation).inc()
+
+    def feedback_records_dropped(self) -> None:
+        FEEDBACK_RECORDS_DROPPED.inc()
+
+    def bandit_updated(
+        self, probability_best: Mapping[str, float], posterior_mean: Mapping[str, float]
+    ) -> None:
+        for tag, value in probability_best.items():
+            BANDIT_PROBABILITY_BEST.labels(tag).set(value)
+        for tag, value in posterior_mean.items():
+            BANDIT_POSTERIOR_MEAN.labels(tag).set(value)
+
+    def ab_reported(self, report: Mapping[str, Any]) -> None:
+        for tag, arm in report["arms"].items():
+            for bound, key in (("rate", "success_rate"), ("low", "ci_low"), ("high", "ci_high")):
+                if arm.get(key) is not None:
+                    AB_SUCCESS_RATE.labels(tag, bound).set(arm[key])
+            versus = arm.get("versus_primary") or {}
+            for test, key in (("z", "z_test_p"), ("welch", "welch_t_test_p")):
+                if versus.get(key) is not None:
+                    AB_P_VALUE.labels(tag, test).set(versus[key])
+        srm = report["sample_ratio"]["chi_square_p"]
+        if srm is not None:
+            AB_SRM_P_VALUE.set(srm)
+
 
 # Above this many values one numpy pass beats a Python loop of observe() calls.
 BULK_OBSERVE_FROM = 16
@@ -357,6 +484,8 @@ class NullMetrics(ServiceMetrics):
     request_started = request_finished = request_invalid = _observe_nothing
     model_served = model_failed = rows_predicted = _observe_nothing
     shadow_compared = shadow_dropped = shadow_failed = drift_measured = _observe_nothing
+    feedback_item = feedback_joined = feedback_store_failed = _observe_nothing
+    feedback_records_dropped = bandit_updated = ab_reported = _observe_nothing
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.registry.spec import SpecBody, SpecChange
 
@@ -157,4 +157,49 @@ MANAGEMENT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: _error("Body larger than ML_API_MAX_UPLOAD_BYTES."),
     422: _error("Invalid spec (field, weights, roles), or a model failed a load check."),
     503: _error("Registry unreachable."),
+}
+
+
+class FeedbackIn(BaseModel):
+    """One feedback: the true label, or a reward in [0, 1], of one row of a served request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(max_length=256, description="The request id the prediction returned.")
+    row: int = Field(default=0, ge=0, le=1_000_000, description="Row of a multi-row request.")
+    label: str | None = Field(default=None, max_length=256, description="The true class.")
+    reward: float | None = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False, description="A reward in [0, 1]."
+    )
+
+    @model_validator(mode="after")
+    def _label_or_reward(self) -> FeedbackIn:
+        if (self.label is None) == (self.reward is None):
+            raise ValueError("give exactly one of label and reward")
+        return self
+
+
+class FeedbackBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FeedbackIn] = Field(min_length=1, max_length=10_000)
+
+
+class FeedbackOut(BaseModel):
+    accepted: int
+    duplicates: int = Field(description="Items whose (request id, row) had feedback already.")
+    rejected: int
+    results: list[dict[str, Any]] = Field(
+        description="Per item: index, status (accepted, duplicate, or the refusal code), "
+        "model_tag and correct when joined, message when refused."
+    )
+
+
+FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("Missing or wrong bearer token (ML_API_FEEDBACK_TOKEN)."),
+    403: _error("Feedback is disabled, or the request id is forged."),
+    404: _error("No prediction with that request id."),
+    410: _error("The prediction is older than the retention."),
+    422: _error("Malformed item or request id, row out of range, or a label the model lacks."),
+    503: _error("The feedback store is unreachable (predictions are not affected)."),
 }

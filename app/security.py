@@ -6,19 +6,27 @@ import hmac
 
 from pydantic import SecretStr
 
-from app.errors import ManagementDisabled, Unauthorized
+from app.errors import FeedbackDisabled, ManagementDisabled, Unauthorized
 
 
 class AdminTokenChecker:
-    def __init__(self, token: SecretStr | None) -> None:
+    """Checks a bearer token against one setting (each kind of endpoint has its own)."""
+
+    def __init__(self, token: SecretStr | None, setting: str = "ML_API_ADMIN_TOKEN") -> None:
         self._token = None if token is None else token.get_secret_value().encode()
+        self._setting = setting
 
     def check(self, authorization: str | None) -> None:
         """Accept ``Bearer <token>``; the comparison takes the same time wherever it differs."""
         if self._token is None:
+            if "FEEDBACK" in self._setting:
+                raise FeedbackDisabled(
+                    f"feedback is disabled: set {self._setting} (16+ characters) and restart "
+                    "the service"
+                )
             raise ManagementDisabled(
-                "management endpoints are disabled: set ML_API_ADMIN_TOKEN (16+ characters) "
-                "and restart the service"
+                f"management endpoints are disabled: set {self._setting} (16+ characters) and "
+                "restart the service"
             )
         scheme, _, presented = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not presented:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +28,27 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for management endpoints; unset disables them.",
+    )
+    feedback_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for POST /feedback (16+ characters, not the admin token); "
+        "unset disables feedback.",
+    )
+    state_url: str | None = Field(
+        default=None,
+        description="Feedback store shared by workers and replicas: sqlite:////path or "
+        "redis://host:port/db; unset: SQLite beside a local registry.",
+    )
+    feedback_retention_seconds: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="How long a prediction can receive feedback.",
+    )
+    feedback_flush_seconds: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="How often a worker writes what it served to the feedback store.",
     )
     poll_seconds: float = Field(
         default=2.0, gt=0, description="How often each worker re-reads the active pointer."
@@ -97,11 +118,28 @@ class Settings(BaseSettings):
             raise ValueError("ML_API_REGISTRY_URL must not be empty")
         return value.strip()
 
-    @field_validator("admin_token")
+    @field_validator("admin_token", "feedback_token")
     @classmethod
-    def _token_strong_enough(cls, value: SecretStr | None) -> SecretStr | None:
+    def _token_strong_enough(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
         if value is None or value.get_secret_value() == "":
             return None
         if len(value.get_secret_value()) < 16:
-            raise ValueError("ML_API_ADMIN_TOKEN must be at least 16 characters")
+            raise ValueError(
+                f"ML_API_{str(info.field_name).upper()} must be at least 16 characters"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _tokens_differ(self) -> Settings:
+        if (
+            self.admin_token is not None
+            and self.feedback_token is not None
+            and self.admin_token.get_secret_value() == self.feedback_token.get_secret_value()
+        ):
+            raise ValueError(
+                "ML_API_FEEDBACK_TOKEN must differ from ML_API_ADMIN_TOKEN: a client that may "
+                "send feedback must not be able to change the deployment"
+            )
+        return self

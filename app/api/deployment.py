@@ -1,12 +1,14 @@
 """The deployment spec: read it with live figures, replace it, promote, roll back."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Header
 
-from app.api.deps import AdminTokensDep, DeploymentDep
+from app.api.deps import AdminTokensDep, DeploymentDep, FeedbackStoreDep
+from app.errors import FeedbackDisabled
+from app.feedback.report import experiment_report
 from app.registry.meta import validate_tag
 from app.registry.spec import SpecBody
 from app.schemas import MANAGEMENT_ERRORS, DeploymentOut, PromoteRequest
@@ -111,3 +113,27 @@ async def rollback(
 ) -> DeploymentOut:
     tokens.check(authorization)
     return await _after(deployment, await deployment.rollback(by="api"))
+
+
+@router.get(
+    "/deployment/report",
+    responses=MANAGEMENT_ERRORS,
+    summary="Online quality per model, A/B statistics of the running split, bandit state",
+    description="From the shared feedback store: the same on every worker and replica. Needs "
+    "feedback enabled (ML_API_FEEDBACK_TOKEN).",
+)
+@inject
+async def report(
+    deployment: DeploymentDep,
+    tokens: AdminTokensDep,
+    store: FeedbackStoreDep,
+    authorization: Authorization = None,
+) -> dict[str, Any]:
+    tokens.check(authorization)
+    if store is None:
+        raise FeedbackDisabled("feedback is disabled: set ML_API_FEEDBACK_TOKEN to collect it")
+    plan = deployment.plan()
+    result: dict[str, Any] = await anyio.to_thread.run_sync(
+        lambda: experiment_report(plan, store())
+    )
+    return result

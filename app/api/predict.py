@@ -6,8 +6,6 @@ service still comes from the container (``app.state.container``), so provider ov
 tests apply; the OpenAPI operation is declared by :func:`document`.
 """
 
-import re
-import uuid
 from typing import Any
 
 import orjson
@@ -21,6 +19,7 @@ from app.codecs.csv_file import decode_csv
 from app.codecs.decoded import Decoded
 from app.codecs.json_rows import decode_json_rows
 from app.errors import InvalidHeader, InvalidInput, UnsupportedMediaType
+from app.feedback.ids import REQUEST_ID, RequestIds
 from app.schemas import EXAMPLE_ROW, ErrorResponse, PredictRequest, PredictResponse
 from app.serving.prediction import PredictionService
 
@@ -28,15 +27,15 @@ PATH = "/predict"
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 REQUEST_ID_HEADER = "x-request-id"
 KEY_HEADER = "x-ml-api-key"
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_KEY_LENGTH = 256
 
 
 def request_id_of(request: Request) -> str:
-    """The caller's X-Request-ID when it is a sane token, else a new one."""
+    """The caller's X-Request-ID when it is a sane token, else a new one of ours."""
     given = request.headers.get(REQUEST_ID_HEADER)
     if given is None:
-        return uuid.uuid4().hex
+        ids: RequestIds = request.app.state.container.request_ids()
+        return ids.issue()
     if not REQUEST_ID.fullmatch(given):
         raise InvalidHeader(
             "header X-Request-ID must be 1-128 characters of letters, digits and . _ : -",

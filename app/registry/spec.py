@@ -94,6 +94,21 @@ class BanditPolicy(BaseModel):
     interval_seconds: float = Field(default=5.0, ge=0.5, le=3600)
 
 
+class AnalysisSettings(BaseModel):
+    """How the A/B report judges the split (the feedback issue)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="Significance level.")
+    power: float = Field(default=0.8, gt=0.5, lt=1, description="Power for the sample size.")
+    min_effect: float = Field(
+        default=0.05, gt=0, lt=1, description="Smallest difference in success rate worth finding."
+    )
+    srm_p_threshold: float = Field(
+        default=0.001, gt=0, lt=0.5, description="Sample-ratio mismatch flagged below this p."
+    )
+
+
 class SpecBody(BaseModel):
     """What a person writes: roles, weights and settings (``PUT /deployment``)."""
 
@@ -104,6 +119,7 @@ class SpecBody(BaseModel):
     shadows: list[Shadow] = Field(default_factory=list, max_length=MAX_SHADOWS)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     bandit: BanditPolicy | None = None
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
 
     _primary = field_validator("primary")(_safe_tag)
 

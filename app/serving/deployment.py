@@ -327,10 +327,13 @@ class Deployment:
 
     def _serves(self, record: DeploymentRecord) -> bool:
         plan = self._plan
+        # The spec too: a registry of the older format (active.json only, revision 0) may
+        # name another tag under the same timestamp when edited by hand.
         return (
             plan is not None
             and plan.record.revision == record.revision
             and plan.record.updated_at == record.updated_at
+            and plan.record.spec == record.spec
         )
 
     def _describe(self) -> str:
@@ -356,7 +359,14 @@ class Deployment:
         )
         for tag, model in plan.models.items():
             categorical = [f.name for f in model.meta.features if f.dtype == "category"]
-            self._metrics.model_series_known(tag, plan.role(tag), categorical, spec.primary)
+            accuracy = model.meta.metrics.get("accuracy")
+            self._metrics.model_series_known(
+                tag,
+                plan.role(tag),
+                categorical,
+                spec.primary,
+                float(accuracy) if isinstance(accuracy, int | float) else None,
+            )
 
     def _retain_serving(self) -> None:
         plan = self._plan

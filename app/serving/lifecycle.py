@@ -16,6 +16,9 @@ from typing import Any
 
 import anyio.to_thread
 
+from app.feedback.bandit import BanditLoop
+from app.feedback.recorder import PredictionRecorder
+from app.feedback.report import ReportExporter
 from app.metrics import ServiceMetrics, process_exited
 from app.serving.deployment import Deployment
 from app.serving.drift import DriftMonitor
@@ -40,6 +43,9 @@ class WorkerLifecycle:
         metrics: ServiceMetrics,
         mirror: ShadowMirror,
         guard: CanaryGuard,
+        recorder: PredictionRecorder,
+        bandit: BanditLoop,
+        report_exporter: ReportExporter,
         *,
         model_threads: int,
         poll_seconds: float,
@@ -51,6 +57,9 @@ class WorkerLifecycle:
         self._metrics = metrics
         self._mirror = mirror
         self._guard = guard
+        self._recorder = recorder
+        self._bandit = bandit
+        self._report_exporter = report_exporter
         self._model_threads = model_threads
         self._poll_seconds = poll_seconds
         self._max_backoff = startup_retry_max_seconds
@@ -72,11 +81,15 @@ class WorkerLifecycle:
             ("measure-drift", self.measure_drift()),
             ("shadow-mirror", self._mirror.run()),
             ("canary-guard", self._guard.run()),
+            ("record-predictions", self._recorder.run()),
+            ("bandit", self._bandit.run()),
+            ("export-ab-figures", self._report_exporter.run()),
             *((f"extra-{i}", loop) for i, loop in enumerate(extra)),
         ]
         self._tasks = [asyncio.create_task(loop, name=name) for name, loop in loops]
 
     async def stop(self) -> None:
+        await self._recorder.flush()  # what was served still reaches the store
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.codecs.decoded import Decoded
 from app.errors import ModelNotLoaded
+from app.feedback.recorder import PredictionRecorder
 from app.metrics import ServiceMetrics
 from app.serving.batching import MicroBatcher
 from app.serving.deployment import Deployment, ServingPlan
@@ -60,6 +61,7 @@ class PredictionService:
         mirror: ShadowMirror,
         guard: CanaryGuard,
         in_flight: InFlight,
+        recorder: PredictionRecorder,
     ) -> None:
         self._deployment = deployment
         self._batcher = batcher
@@ -68,6 +70,7 @@ class PredictionService:
         self._mirror = mirror
         self._guard = guard
         self._in_flight = in_flight
+        self._recorder = recorder
 
     async def predict(
         self, decoded: Decoded, *, request_id: str, key: str | None = None, tag: str | None = None
@@ -88,6 +91,10 @@ class PredictionService:
         finally:
             self._in_flight.count -= 1
         self._observe(model.tag, role, result, batch, seconds)
+        if tag is None and plan.spec.candidates:  # routed in a split: for the SRM check
+            self._recorder.assigned(plan.record.revision, plan.router, chosen)
+        if self._recorder.enabled:
+            self._recorder.record(request_id, model.tag, role, plan.record.revision, result.labels)
         if role == "primary" and plan.spec.shadows:
             shadows = [plan.models[t] for t in plan.router.shadows()]
             if shadows:

@@ -35,6 +35,19 @@ METRIC_CONTRACT = {
     "ml_api_model_ready": "gauge",
     "ml_api_input_drift_psi": "gauge",
     "ml_api_unknown_categories_total": "counter",
+    "ml_api_model_requests_total": "counter",
+    "ml_api_model_errors_total": "counter",
+    "ml_api_model_inference_seconds": "histogram",
+    "ml_api_traffic_weight_percent": "gauge",
+    "ml_api_deployment_changes_total": "counter",
+    "ml_api_shadow_requests_total": "counter",
+    "ml_api_shadow_rows_total": "counter",
+    "ml_api_shadow_agreements_total": "counter",
+    "ml_api_shadow_probability_diff": "histogram",
+    "ml_api_shadow_latency_seconds": "histogram",
+    "ml_api_shadow_dropped_total": "counter",
+    "ml_api_shadow_errors_total": "counter",
+    "ml_api_canary_guard_events_total": "counter",
 }
 SERIES_SUFFIXES = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 EXPOSED_SERIES = {

@@ -1,0 +1,1 @@
+"""Feedback: ground truth joined to predictions, online quality, A/B statistics, bandits."""

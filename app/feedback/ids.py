@@ -1,0 +1,69 @@
+"""Request ids: the caller's, or ours, signed so that feedback can tell a forged one.
+
+Ours read ``<issued, base 36 ms>.<16 hex random>.<16 hex HMAC-SHA256>``: the signature covers
+the first two parts, so a feedback can be told apart as malformed (not an id at all), forged
+(looks like ours, signature wrong) or expired (ours, older than the retention) before any
+lookup. The key is derived from the feedback token, which every worker and replica shares.
+A caller's own id (any 1-128 of ``A-Za-z0-9._:-``) is kept as it is and only looked up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_OURS = re.compile(r"(?P<issued>[0-9a-z]{6,10})\.(?P<nonce>[0-9a-f]{16})\.(?P<sig>[0-9a-f]{16})")
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+IdKind = Literal["ours", "caller", "forged", "malformed"]
+
+
+@dataclass(frozen=True)
+class IdCheck:
+    kind: IdKind
+    issued_at: float | None = None  # unix seconds, for ours
+
+
+def _base36(number: int) -> str:
+    digits = []
+    while number:
+        number, rest = divmod(number, 36)
+        digits.append(_DIGITS[rest])
+    return "".join(reversed(digits)) or "0"
+
+
+class RequestIds:
+    def __init__(self, secret: bytes | None) -> None:
+        """``secret`` None: plain random ids (feedback is off, nothing to verify)."""
+        self._key = (
+            None if secret is None else hmac.new(secret, b"ml-api request ids", "sha256").digest()
+        )
+
+    def issue(self, now: float | None = None) -> str:
+        if self._key is None:
+            return uuid.uuid4().hex
+        issued = _base36(int((time.time() if now is None else now) * 1000)).rjust(6, "0")
+        body = f"{issued}.{os.urandom(8).hex()}"
+        return f"{body}.{self._sign(body)}"
+
+    def _sign(self, body: str) -> str:
+        assert self._key is not None
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def check(self, request_id: object) -> IdCheck:
+        if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
+            return IdCheck("malformed")
+        ours = _OURS.fullmatch(request_id)
+        if ours is None or self._key is None:
+            return IdCheck("caller")
+        body = f"{ours['issued']}.{ours['nonce']}"
+        if not hmac.compare_digest(self._sign(body), ours["sig"]):
+            return IdCheck("forged")
+        return IdCheck("ours", int(ours["issued"], 36) / 1000)

@@ -1,0 +1,125 @@
+"""The feedback store behaves the same on SQLite and on a real Redis server."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from app.errors import FeedbackStoreUnavailable, InvalidSettings
+from app.feedback.store import (
+    ALL,
+    FeedbackStore,
+    PredictionRecord,
+    StoreHandle,
+    default_state_url,
+    open_store,
+)
+from tests.conftest import RedisServer
+from tests.local_server import free_port
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> FeedbackStore:
+    if request.param == "sqlite":
+        return open_store(f"sqlite:///{tmp_path / 'state.sqlite3'}", "ns")
+    return open_store(request.getfixturevalue("redis_url"), "ns")
+
+
+def record(request_id: str, tag: str = "base", rows: int = 2) -> PredictionRecord:
+    return PredictionRecord(request_id, tag, "primary", 3, ["Adelie"] * rows, 1000.0)
+
+
+def test_predictions_round_trip_and_unknown_ids_are_absent(store: FeedbackStore) -> None:
+    store.save_predictions([record("a"), record("b", "boost", 1)], ttl=60)
+    found = store.predictions(["a", "b", "nope", "a"])
+    assert found == {"a": record("a"), "b": record("b", "boost", 1)}
+
+
+def test_feedback_counts_once_and_with_its_counters_atomically(store: FeedbackStore) -> None:
+    deltas = [
+        ("rev:3", "base", {"label_n": 1.0, "label_correct": 1.0}),
+        (ALL, "base", {"feedbacks": 1.0}),
+    ]
+    first = store.record_feedback([("a", 0, deltas), ("a", 1, deltas), ("a", 0, deltas)], ttl=60)
+    assert first == [True, True, False]
+    assert store.record_feedback([("a", 1, deltas)], ttl=60) == [False]
+    assert store.totals("rev:3") == {"base": {"label_n": 2.0, "label_correct": 2.0}}
+    assert store.totals(ALL) == {"base": {"feedbacks": 2.0}}
+
+
+def test_concurrent_duplicates_count_once(store: FeedbackStore) -> None:
+    deltas = [(ALL, "base", {"feedbacks": 1.0})]
+    results: list[bool] = []
+
+    def send() -> None:
+        results.extend(store.record_feedback([("same", 0, deltas)], ttl=60))
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert store.totals(ALL)["base"]["feedbacks"] == 1.0
+
+
+def test_counters_add_up(store: FeedbackStore) -> None:
+    store.add(
+        [("rev:1", "a", {"assigned": 3.0, "expected": 2.7}), ("rev:1", "b", {"assigned": 1.0})]
+    )
+    store.add([("rev:1", "a", {"assigned": 2.0})])
+    assert store.totals("rev:1") == {
+        "a": {"assigned": 5.0, "expected": pytest.approx(2.7)},
+        "b": {"assigned": 1.0},
+    }
+    assert store.totals("rev:2") == {}
+
+
+def test_state_and_locks(store: FeedbackStore) -> None:
+    assert store.load_state("bandit:1") is None
+    store.save_state("bandit:1", {"weights": {"a": 50.0}})
+    assert store.load_state("bandit:1") == {"weights": {"a": 50.0}}
+    assert store.try_lock("bandit:1", 30) is True
+    assert store.try_lock("bandit:1", 30) is False
+    assert store.try_lock("bandit:2", 30) is True
+
+
+def test_namespaces_do_not_mix(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    one, two = open_store(url, "one"), open_store(url, "two")
+    one.save_predictions([record("a")], ttl=60)
+    assert two.predictions(["a"]) == {}
+
+
+def test_expired_records_are_gone(store: FeedbackStore) -> None:
+    store.save_predictions([record("old")], ttl=0.001)
+    import time
+
+    time.sleep(0.01)  # the record's own time-to-live, not an event
+    assert store.predictions(["old"]) == {}
+
+
+def test_a_redis_outage_is_a_clean_503_error(tmp_path: Path) -> None:
+    server = RedisServer(free_port(), tmp_path).start()
+    try:
+        store = open_store(server.url, "ns")
+        store.save_predictions([record("a")], ttl=60)
+        server.stop()
+        with pytest.raises(FeedbackStoreUnavailable, match="redis"):
+            store.predictions(["a"])
+        server.start()  # the same port again: the client reconnects
+        assert store.predictions(["a"]) == {}  # memory-only Redis: gone, but reachable again
+    finally:
+        server.stop()
+
+
+def test_state_url_is_checked_and_defaults_beside_a_local_registry(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSettings, match="ML_API_STATE_URL"):
+        StoreHandle("postgres://x", "ns")
+    with pytest.raises(InvalidSettings, match="absolute"):
+        open_store("sqlite:///relative.db", "ns")
+    url, shared = default_state_url(str(tmp_path / "registry"))
+    assert (url, shared) == (f"sqlite:///{tmp_path / 'registry' / 'feedback.sqlite3'}", True)
+    assert default_state_url("s3://bucket/models")[1] is False
