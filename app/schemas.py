@@ -70,6 +70,7 @@ class ExperimentOut(BaseModel):
     model_type: str | None
     metrics: dict[str, Any]
     params: dict[str, Any]
+    classes: list[str] = Field(default_factory=list, description="Labels the model predicts.")
     active: bool = Field(description="True for the primary (the model serving most traffic).")
     role: Literal["primary", "candidate", "shadow"] | None = Field(
         default=None, description="The experiment's role in the deployment, if any."

@@ -774,9 +774,15 @@ def shadow_latency() -> timeseries.Panel:
 def shadow_drops() -> timeseries.Panel:
     return (
         graph_panel(
-            "Shadow drops and errors",
-            "Mirrored requests dropped because the shadow queue was full (the shadow yields to "
-            "live traffic), and shadow calls that failed. Neither ever affects an answer.",
+            "Shadow mirrors, drops and errors",
+            "Mirrored requests compared, those dropped because the shadow queue was full (the "
+            "shadow yields to live traffic), and shadow calls that failed. None ever affects "
+            "an answer.",
+            query(
+                f"sum by (shadow_tag) (rate(ml_api_shadow_requests_total[{RATE}]))",
+                legend="compared {{shadow_tag}}",
+                ref_id="C",
+            ),
             query(
                 f"sum by (shadow_tag) (rate(ml_api_shadow_dropped_total[{RATE}]))",
                 legend="dropped {{shadow_tag}}",
@@ -829,6 +835,101 @@ def deployment_changes() -> timeseries.Panel:
     )
 
 
+def online_vs_offline_accuracy() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Online vs offline accuracy",
+            "Per model: the share of labelled feedbacks (POST /feedback) on which it predicted "
+            "the true label, over the last hour, beside the accuracy recorded when it was "
+            "trained. MlApiOnlineAccuracyBelowOffline fires when the primary falls 5 points "
+            "below.",
+            query(
+                'sum by (model_tag) (increase(ml_api_feedback_total{result="correct"}[1h]))'
+                " / sum by (model_tag) "
+                '(increase(ml_api_feedback_total{result=~"correct|incorrect"}[1h]))',
+                legend="{{model_tag}} online",
+                ref_id="A",
+            ),
+            query(
+                "max by (model_tag) (ml_api_model_offline_accuracy)",
+                legend="{{model_tag}} offline",
+                ref_id="B",
+            ),
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+    )
+
+
+def feedback_received() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Feedback received",
+            "Feedback items per second by outcome: accepted, duplicate, or why they were refused "
+            "(malformed, forged, unknown or expired request id, row out of range, unknown label, "
+            "store unavailable).",
+            query(
+                f"sum by (outcome) (rate(ml_api_feedback_items_total[{RATE}]))",
+                legend="{{outcome}}",
+            ),
+        )
+        .unit("reqps")
+        .min(0)
+    )
+
+
+def ab_success_rate() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "A/B success rate with confidence interval",
+            "Per arm of the running split: the success rate from labelled feedback, with the "
+            "bounds of its Wilson confidence interval (GET /deployment/report has the full "
+            "statistics).",
+            query(
+                "max by (model_tag, bound) (ml_api_ab_success_rate)",
+                legend="{{model_tag}} {{bound}}",
+            ),
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+    )
+
+
+def ab_p_values() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "A/B p-values and sample ratio",
+            "p-value of each candidate's difference from the primary (z-test on success rates, "
+            "Welch's t-test on rewards), and of the sample-ratio check: below 0.001 the traffic "
+            "is not split as configured and the comparison cannot be trusted.",
+            query(
+                "max by (model_tag, test) (ml_api_ab_p_value)",
+                legend="{{model_tag}} {{test}}",
+                ref_id="A",
+            ),
+            query("max(ml_api_ab_srm_p_value)", legend="sample ratio", ref_id="B"),
+        )
+        .min(0)
+        .max(1)
+    )
+
+
+def bandit_probability_best() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Bandit: probability of being best",
+            "Per arm of a bandit, the posterior probability that it is the best; Thompson sampling "
+            "shares traffic by it (each arm keeps at least the configured floor).",
+            query("max by (model_tag) (ml_api_bandit_probability_best)", legend="{{model_tag}}"),
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+    )
+
+
 def experiments() -> dash.Dashboard:
     """The "Experiments" dashboard: traffic split, shadows, canary guard, per-model health."""
     rows: list[tuple[str, list[Callable[[], stat.Panel | timeseries.Panel]]]] = [
@@ -837,6 +938,16 @@ def experiments() -> dash.Dashboard:
         (
             "Shadows",
             [shadow_agreement, shadow_probability_difference, shadow_latency, shadow_drops],
+        ),
+        (
+            "Feedback",
+            [
+                online_vs_offline_accuracy,
+                feedback_received,
+                ab_success_rate,
+                ab_p_values,
+                bandit_probability_best,
+            ],
         ),
     ]
     builder = (

@@ -174,3 +174,43 @@ def publish_without_imputer(registry: ModelRegistry, tag: str) -> ExperimentMeta
         metrics={},
         git_commit=None,
     )
+
+
+def publish_island_biased(
+    registry: ModelRegistry, tag: str, island: str = "Biscoe"
+) -> ExperimentMeta:
+    """A model trained on one island's penguins only: on its own held-out split it looks
+    excellent (that accuracy goes to meta.json), on penguins from every island it is much
+    worse - a training-serving skew, as when a model is trained on one market and serves all.
+    """
+    frame = penguins()
+    names = [f.name for f in features()]
+    local = frame[frame["island"] == island].sample(frac=1.0, random_state=3)
+    cut = int(len(local) * 0.75)
+    train, test = local.iloc[:cut], local.iloc[cut:]
+    model = _pipeline("logreg")
+    model.fit(train[names], train[TARGET])
+    accuracy = float((model.predict(test[names]) == test[TARGET]).mean())
+    return publish_experiment(
+        registry,
+        tag=tag,
+        model=model,
+        features=features(),
+        training_frame=train[names],
+        reference_instances=sample_rows(5, offset=0),
+        model_type="logreg",
+        params={"island": island},
+        metrics={"accuracy": accuracy},
+        git_commit=None,
+    )
+
+
+def labelled_rows(seed: int = 0) -> list[tuple[dict[str, Any], str]]:
+    """Every penguin as a /predict row with its true species, in a seeded random order."""
+    frame = penguins().sample(frac=1.0, random_state=seed)
+    names = [f.name for f in features()]
+    rows = []
+    for record, label in zip(frame[names].to_dict(orient="records"), frame[TARGET], strict=True):
+        if isinstance(label, str):
+            rows.append(({str(k): _json_value(v) for k, v in record.items()}, label))
+    return rows

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from app.errors import BrokenExperiment, ExperimentNotFound
+from app.errors import BrokenExperiment, ExperimentNotFound, ServiceError
 from app.feedback.ids import RequestIds
 from app.feedback.store import ALL, FeedbackStore, PredictionRecord, revision_scope
 from app.metrics import ServiceMetrics
@@ -175,16 +175,29 @@ class FeedbackService:
                 422,
             )
         if item.label is not None:
-            classes = await self._classes_of(record.tag)
+            classes = await self._known_labels(record.tag)
             if classes is not None and item.label not in classes:
                 return _rejected(
                     index,
                     "unknown_label",
-                    f"label {item.label!r} is not a class of model {record.tag!r} "
-                    f"({', '.join(sorted(classes))})",
+                    f"label {item.label!r} is not a class of model {record.tag!r} nor of any "
+                    f"published experiment ({', '.join(sorted(classes))})",
                     422,
                 )
         return None
+
+    async def _known_labels(self, tag: str) -> set[str] | None:
+        """The classes of every published experiment: a true label that the model never
+        learnt is still the truth (the model was wrong); a label no experiment knows is most
+        likely a typo."""
+        own = await self._classes_of(tag)
+        if own is None:
+            return None
+        try:
+            page = await anyio.to_thread.run_sync(lambda: self._registry.list_experiments())
+        except ServiceError:
+            return own
+        return own.union(*(s.classes for s in page.experiments))
 
     async def _classes_of(self, tag: str) -> set[str] | None:
         classes = self._classes.get(tag)

@@ -181,6 +181,7 @@ class ExperimentSummary(BaseModel):
     model_type: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Any] = Field(default_factory=dict)
+    classes: list[str] = Field(default_factory=list)
     broken: bool = False
     error: str | None = None
 
@@ -192,4 +193,5 @@ class ExperimentSummary(BaseModel):
             model_type=meta.model_type,
             metrics=meta.metrics,
             params=meta.params,
+            classes=meta.classes,
         )

@@ -48,6 +48,13 @@ METRIC_CONTRACT = {
     "ml_api_shadow_dropped_total": "counter",
     "ml_api_shadow_errors_total": "counter",
     "ml_api_canary_guard_events_total": "counter",
+    "ml_api_feedback_total": "counter",
+    "ml_api_feedback_items_total": "counter",
+    "ml_api_model_offline_accuracy": "gauge",
+    "ml_api_ab_success_rate": "gauge",
+    "ml_api_ab_p_value": "gauge",
+    "ml_api_ab_srm_p_value": "gauge",
+    "ml_api_bandit_probability_best": "gauge",
 }
 SERIES_SUFFIXES = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 EXPOSED_SERIES = {

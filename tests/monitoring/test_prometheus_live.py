@@ -19,9 +19,11 @@ import httpx
 import pytest
 import yaml
 
+from app.registry.store import ModelRegistry
+from tests.conftest import FEEDBACK_TOKEN
 from tests.e2e.server import Server, auth_headers
 from tests.local_server import free_port, wait_for_port, wait_until
-from tests.models import sample_rows
+from tests.models import labelled_rows, publish_island_biased, sample_rows
 from tests.monitoring.promql import Expression, all_expressions, referenced_metrics
 
 pytestmark = pytest.mark.e2e
@@ -39,15 +41,24 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, seed_registry: Path) -> 
     root = tmp_path_factory.mktemp("prometheus")
     registry_dir = root / "registry"
     shutil.copytree(seed_registry, registry_dir)
-    with Server(
-        str(registry_dir), workers=2, env={"ML_API_DRIFT_INTERVAL_SECONDS": "0.5"}
-    ) as service:
+    publish_island_biased(ModelRegistry(str(registry_dir)), "weak")
+    env = {
+        "ML_API_DRIFT_INTERVAL_SECONDS": "0.5",
+        "ML_API_FEEDBACK_TOKEN": FEEDBACK_TOKEN,
+        "ML_API_FEEDBACK_FLUSH_SECONDS": "0.1",
+    }
+    with Server(str(registry_dir), workers=2, env=env) as service:
         prometheus_url, process = _start_prometheus(binary, root, service.port)
         try:
             _wait_for(prometheus_url, 'ml_api_model_swaps_total{result="success"}')
             _load(service.url)
             _wait_for(prometheus_url, 'count(ml_api_input_drift_psi{model_tag="boost"})')
             _load(service.url, swap=False)
+            _experiment(service.url)
+            # A/B and bandit gauges are exported every few seconds once feedback arrived.
+            _wait_for(prometheus_url, "ml_api_ab_srm_p_value")
+            _wait_for(prometheus_url, "ml_api_bandit_probability_best")
+            _wait_for(prometheus_url, "ml_api_shadow_rows_total > 0")
             # Two scrapes after the last traffic: rate() and increase() have samples to use.
             _wait_for(prometheus_url, 'count_over_time(up{job="ml-api"}[1m]) > 3')
             yield prometheus_url
@@ -105,6 +116,31 @@ def _load(url: str, swap: bool = True) -> None:
         assert http.get("/get_experiment_metas").is_success
 
 
+def _experiment(url: str) -> None:
+    """A bandit over base and boost with a shadow, and labelled feedback for what it served."""
+    spec = {
+        "primary": "base",
+        "candidates": [{"tag": "boost", "weight": 50}],
+        "shadows": [{"tag": "weak", "percent": 100}],
+        "bandit": {"warmup_feedbacks": 0, "interval_seconds": 1},
+    }
+    response = httpx.put(f"{url}/deployment", json=spec, headers=auth_headers(), timeout=30)
+    assert response.status_code == 200, response.text
+    items = []
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for i, (row, label) in enumerate(labelled_rows(seed=2)[:60]):
+            body = http.post(
+                "/predict", json={"instances": [row]}, headers={"X-ML-API-Key": f"u{i}"}
+            ).json()
+            items.append({"request_id": body["request_id"], "label": label})
+        feedback = http.post(
+            "/feedback",
+            json={"items": items},
+            headers={"Authorization": f"Bearer {FEEDBACK_TOKEN}"},
+        )
+        assert feedback.json()["accepted"] == len(items), feedback.text
+
+
 def _query(prometheus_url: str, expr: str) -> dict[str, Any]:
     response = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": expr}, timeout=10)
     body: dict[str, Any] = response.json()
@@ -148,12 +184,16 @@ def test_expression_runs_and_returns_data(monitored: str, expression: Expression
 
 
 def test_metrics_are_aggregated_across_workers(monitored: str) -> None:
-    """Two workers: one model_info series per tag (not one per worker)."""
-    series = _query(monitored, 'ml_api_model_info{model_tag="boost"}')["data"]["result"]
-    assert len(series) == 1
-    assert series[0]["value"][1] == "1"
-    old = _query(monitored, 'ml_api_model_info{model_tag="base"}')["data"]["result"]
-    assert [s["value"][1] for s in old] == ["0"]
+    """Two workers: one model_info series per tag and role (not one per worker). boost was
+    the primary after the swap, then a candidate; base the primary again."""
+
+    def values(selector: str) -> list[str]:
+        return [s["value"][1] for s in _query(monitored, selector)["data"]["result"]]
+
+    assert values('ml_api_model_info{model_tag="boost", role="candidate"}') == ["1"]
+    assert values('ml_api_model_info{model_tag="boost", role="primary"}') == ["0"]
+    assert values('ml_api_model_info{model_tag="base", role="primary"}') == ["1"]
+    assert values('ml_api_model_info{model_tag="weak", role="shadow"}') == ["1"]
 
 
 def test_a_typo_in_a_metric_name_finds_no_data(monitored: str) -> None:
