@@ -62,13 +62,22 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
 
 
 def test_stack_has_service_and_monitoring(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"ml-api", "prometheus", "grafana", "node-exporter"}
+    assert {"ml-api", "prometheus", "grafana", "node-exporter", "redis"} <= set(compose["services"])
     api = compose["services"]["ml-api"]
     assert api["build"]["context"] == "."
     assert "BASE_IMAGE" in api["build"]["args"]
     assert "8000:8000" in api["ports"]
     assert api["read_only"] is True
     assert "/tmp" in api["tmpfs"]
+
+
+def test_the_service_shares_feedback_state_through_the_redis_service(
+    compose: dict[str, Any],
+) -> None:
+    api = compose["services"]["ml-api"]
+    assert api["environment"]["ML_API_STATE_URL"] == "redis://redis:6379/0"
+    assert "redis" in api["depends_on"]
+    assert "redis-server" in compose["services"]["redis"]["command"]
 
 
 def test_mounted_config_exists_and_matches_grafana_provisioning(
