@@ -15,6 +15,8 @@ from app.feedback.service import FeedbackService
 from app.feedback.store import StoreHandle, default_state_url, namespace_of
 from app.metrics import ServiceMetrics
 from app.registry.store import ModelRegistry
+from app.retraining.gitlab import GitLabTrigger
+from app.retraining.trigger import RetrainTrigger, TriggerSettings
 from app.security import AdminTokenChecker
 from app.serving.batching import MicroBatcher
 from app.serving.deployment import Deployment
@@ -31,10 +33,8 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def feedback_store(settings: Settings) -> StoreHandle | None:
-    """The shared feedback store, or None when feedback is off (no ML_API_FEEDBACK_TOKEN)."""
-    if settings.feedback_token is None:
-        return None
+def state_store(settings: Settings) -> StoreHandle:
+    """The store every worker and replica shares (feedback, bandit, retraining decisions)."""
     url = settings.state_url
     if url is None:
         url, shared = default_state_url(settings.registry_url)
@@ -45,6 +45,23 @@ def feedback_store(settings: Settings) -> StoreHandle | None:
                 url,
             )
     return StoreHandle(url, namespace_of(settings.registry_url))
+
+
+def feedback_store(settings: Settings, store: StoreHandle) -> StoreHandle | None:
+    """The shared store for feedback, or None when feedback is off (no ML_API_FEEDBACK_TOKEN)."""
+    return store if settings.feedback_token is not None else None
+
+
+def gitlab_trigger(settings: Settings) -> GitLabTrigger | None:
+    if settings.gitlab_url is None or settings.gitlab_project is None:
+        return None
+    assert settings.gitlab_trigger_token is not None  # the settings check all three
+    return GitLabTrigger(
+        settings.gitlab_url,
+        settings.gitlab_project,
+        settings.gitlab_trigger_token,
+        settings.gitlab_ref,
+    )
 
 
 def request_id_secret(settings: Settings) -> bytes | None:
@@ -63,6 +80,7 @@ class Container(containers.DeclarativeContainer):
             "app.api.health",
             "app.api.deployment",
             "app.api.feedback",
+            "app.api.retraining",
         ]
     )
 
@@ -88,7 +106,8 @@ class Container(containers.DeclarativeContainer):
     deployment = providers.Singleton(
         Deployment, registry=registry, pool=model_pool, metrics=metrics
     )
-    feedback_store = providers.Singleton(feedback_store, settings=settings)
+    state_store = providers.Singleton(state_store, settings=settings)
+    feedback_store = providers.Singleton(feedback_store, settings=settings, store=state_store)
     request_ids = providers.Singleton(
         RequestIds, secret=providers.Callable(request_id_secret, settings=settings)
     )
@@ -156,6 +175,25 @@ class Container(containers.DeclarativeContainer):
         drift_interval_seconds=settings.provided.drift_interval_seconds,
     )
     admin_tokens = providers.Singleton(AdminTokenChecker, token=settings.provided.admin_token)
+    retrain_trigger = providers.Singleton(
+        RetrainTrigger,
+        deployment=deployment,
+        store=state_store,
+        metrics=metrics,
+        gitlab=providers.Singleton(gitlab_trigger, settings=settings),
+        settings=providers.Singleton(
+            TriggerSettings,
+            dry_run=settings.provided.retrain_dry_run,
+            cooldown_seconds=settings.provided.retrain_cooldown_seconds,
+            min_drift_rows=settings.provided.retrain_min_drift_rows,
+            min_feedbacks=settings.provided.retrain_min_feedbacks,
+            min_firing_seconds=settings.provided.retrain_min_firing_seconds,
+            data_source=settings.provided.retrain_data_source,
+        ),
+    )
+    webhook_tokens = providers.Singleton(
+        AdminTokenChecker, token=settings.provided.webhook_token, setting="ML_API_WEBHOOK_TOKEN"
+    )
     feedback_tokens = providers.Singleton(
         AdminTokenChecker, token=settings.provided.feedback_token, setting="ML_API_FEEDBACK_TOKEN"
     )

@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api import admin, deployment, experiments, feedback, health, predict
+from app.api import admin, deployment, experiments, feedback, health, predict, retraining
 from app.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from app.container import Container
 from app.errors import InvalidInput, ServiceError, Unauthorized
@@ -32,6 +32,8 @@ TRAFFIC = (
     "/deployment/rollback",
     "/deployment/report",
     "/feedback",
+    "/alerts/webhook",
+    "/retraining/decisions",
 )
 NOT_TRAFFIC = ("/metrics", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json")
 DESCRIPTION = """Real-time classification with hot model swap.
@@ -72,7 +74,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     app.state.container = container
     app.router.routes.append(predict.route)
-    for module in (experiments, admin, deployment, feedback, health):
+    for module in (experiments, admin, deployment, feedback, retraining, health):
         app.include_router(module.router)
     _document(app)
     metrics = container.metrics()

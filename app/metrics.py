@@ -228,7 +228,28 @@ AB_SRM_P_VALUE = Gauge(
     multiprocess_mode="livemax",
 )
 
+RETRAIN_DECISIONS = Counter(
+    "ml_api_retrain_decisions",
+    "Decisions of the retraining trigger on monitoring alerts, by outcome and reason.",
+    ["outcome", "reason"],
+)
+WORKER_CPU = Gauge(
+    "ml_api_worker_cpu_seconds",
+    "CPU time (user + system) used by each worker process since it started.",
+    multiprocess_mode="liveall",
+)
+WORKER_RSS = Gauge(
+    "ml_api_worker_resident_memory_bytes",
+    "Resident memory of each worker process.",
+    multiprocess_mode="liveall",
+)
+
 ROLES = ("primary", "candidate", "shadow")
+RETRAIN_OUTCOMES = (
+    ("triggered", "triggered"), ("skipped", "cooldown"), ("skipped", "not_the_primary"),
+    ("skipped", "too_few_rows"), ("skipped", "too_few_feedbacks"), ("dry_run", "dry_run"),
+    ("failed", "trigger_failed"),
+)  # fmt: skip
 FEEDBACK_OUTCOMES = (
     "accepted", "duplicate", "malformed_request_id", "forged_request_id", "unknown_request_id",
     "expired_request_id", "invalid_row", "unknown_label", "feedback_store_unavailable",
@@ -254,6 +275,8 @@ class ServiceMetrics:
                 DEPLOYMENT_CHANGES.labels(action, result)
         for outcome in FEEDBACK_OUTCOMES:
             FEEDBACK_ITEMS.labels(outcome)
+        for outcome, reason in RETRAIN_OUTCOMES:
+            RETRAIN_DECISIONS.labels(outcome, reason)
         FEEDBACK_RECORDS_DROPPED.inc(0)
 
     # -- model lifecycle -------------------------------------------------------------
@@ -428,6 +451,13 @@ class ServiceMetrics:
         for tag, value in posterior_mean.items():
             BANDIT_POSTERIOR_MEAN.labels(tag).set(value)
 
+    def retrain_decided(self, outcome: str, reason: str) -> None:
+        RETRAIN_DECISIONS.labels(outcome, reason).inc()
+
+    def worker_resources(self, cpu_seconds: float, rss_bytes: float) -> None:
+        WORKER_CPU.set(cpu_seconds)
+        WORKER_RSS.set(rss_bytes)
+
     def ab_reported(self, report: Mapping[str, Any]) -> None:
         for tag, arm in report["arms"].items():
             for bound, key in (("rate", "success_rate"), ("low", "ci_low"), ("high", "ci_high")):
@@ -486,6 +516,7 @@ class NullMetrics(ServiceMetrics):
     shadow_compared = shadow_dropped = shadow_failed = drift_measured = _observe_nothing
     feedback_item = feedback_joined = feedback_store_failed = _observe_nothing
     feedback_records_dropped = bandit_updated = ab_reported = _observe_nothing
+    retrain_decided = worker_resources = _observe_nothing
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -24,6 +24,11 @@ class AdminTokenChecker:
                     f"feedback is disabled: set {self._setting} (16+ characters) and restart "
                     "the service"
                 )
+            if "WEBHOOK" in self._setting:
+                raise ManagementDisabled(
+                    f"the alert webhook is disabled: set {self._setting} (16+ characters) and "
+                    "restart the service"
+                )
             raise ManagementDisabled(
                 f"management endpoints are disabled: set {self._setting} (16+ characters) and "
                 "restart the service"

@@ -50,6 +50,40 @@ class Settings(BaseSettings):
         le=10,
         description="How often a worker writes what it served to the feedback store.",
     )
+    webhook_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token Alertmanager sends to POST /alerts/webhook (16+ characters); "
+        "unset disables the webhook.",
+    )
+    gitlab_url: str | None = Field(
+        default=None, description="GitLab base URL for the retraining pipeline trigger."
+    )
+    gitlab_project: str | None = Field(
+        default=None, description="GitLab project id or path whose pipeline retrains."
+    )
+    gitlab_trigger_token: SecretStr | None = Field(
+        default=None, description="GitLab pipeline trigger token."
+    )
+    gitlab_ref: str = Field(default="main", description="Branch the retraining pipeline runs on.")
+    retrain_dry_run: bool = Field(
+        default=False, description="Decide and record, but never call GitLab."
+    )
+    retrain_cooldown_seconds: float = Field(
+        default=6 * 3600, gt=0, description="At most one retraining per model in this time."
+    )
+    retrain_min_drift_rows: int = Field(
+        default=1000, ge=0, description="Rows a model must have served to retrain on drift."
+    )
+    retrain_min_feedbacks: int = Field(
+        default=50, ge=0, description="Labelled feedbacks needed to retrain on quality."
+    )
+    retrain_min_firing_seconds: float = Field(
+        default=0, ge=0, description="How long an alert must have fired before it counts."
+    )
+    retrain_data_source: str | None = Field(
+        default=None,
+        description="DATA_SOURCE handed to the retraining pipeline (a fresh CSV/Parquet URL).",
+    )
     poll_seconds: float = Field(
         default=2.0, gt=0, description="How often each worker re-reads the active pointer."
     )
@@ -118,7 +152,7 @@ class Settings(BaseSettings):
             raise ValueError("ML_API_REGISTRY_URL must not be empty")
         return value.strip()
 
-    @field_validator("admin_token", "feedback_token")
+    @field_validator("admin_token", "feedback_token", "webhook_token")
     @classmethod
     def _token_strong_enough(
         cls, value: SecretStr | None, info: ValidationInfo
@@ -133,13 +167,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _tokens_differ(self) -> Settings:
-        if (
-            self.admin_token is not None
-            and self.feedback_token is not None
-            and self.admin_token.get_secret_value() == self.feedback_token.get_secret_value()
-        ):
+        tokens = {
+            name: token.get_secret_value()
+            for name, token in (
+                ("ML_API_ADMIN_TOKEN", self.admin_token),
+                ("ML_API_FEEDBACK_TOKEN", self.feedback_token),
+                ("ML_API_WEBHOOK_TOKEN", self.webhook_token),
+            )
+            if token is not None
+        }
+        if len(set(tokens.values())) < len(tokens):
             raise ValueError(
-                "ML_API_FEEDBACK_TOKEN must differ from ML_API_ADMIN_TOKEN: a client that may "
-                "send feedback must not be able to change the deployment"
+                f"{', '.join(tokens)} must all differ: a client allowed one kind of call must "
+                "not be able to make another (change the deployment, poison statistics)"
+            )
+        gitlab = [self.gitlab_url, self.gitlab_project, self.gitlab_trigger_token]
+        if any(v is not None for v in gitlab) and not all(v is not None for v in gitlab):
+            raise ValueError(
+                "ML_API_GITLAB_URL, ML_API_GITLAB_PROJECT and ML_API_GITLAB_TRIGGER_TOKEN go "
+                "together: set all three or none"
             )
         return self

@@ -78,6 +78,16 @@ class FeedbackStore(Protocol):
 
     def try_lock(self, name: str, seconds: float) -> bool: ...
 
+    def release_lock(self, name: str) -> None: ...
+
+    def append_event(self, stream: str, body: Mapping[str, Any], keep: int) -> None:
+        """Append to a bounded log (newest kept): decisions of the retraining trigger."""
+        ...
+
+    def events(self, stream: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` entries of a log, newest first."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -110,6 +120,8 @@ class SqliteStore:
                     ns TEXT, name TEXT, body TEXT, PRIMARY KEY (ns, name));
                 CREATE TABLE IF NOT EXISTS locks (
                     ns TEXT, name TEXT, until REAL, PRIMARY KEY (ns, name));
+                CREATE TABLE IF NOT EXISTS events (
+                    ns TEXT, stream TEXT, seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT);
                 """
             )
         except sqlite3.Error as exc:
@@ -229,6 +241,36 @@ class SqliteStore:
             return cursor.rowcount == 1
 
         result: bool = self._run(work)
+        return result
+
+    def release_lock(self, name: str) -> None:
+        self._run(
+            lambda db: db.execute("DELETE FROM locks WHERE ns = ? AND name = ?", (self._ns, name))
+        )
+
+    def append_event(self, stream: str, body: Mapping[str, Any], keep: int) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO events (ns, stream, body) VALUES (?, ?, ?)",
+                (self._ns, stream, json.dumps(body)),
+            )
+            db.execute(
+                "DELETE FROM events WHERE ns = ? AND stream = ? AND seq NOT IN (SELECT seq FROM "
+                "events WHERE ns = ? AND stream = ? ORDER BY seq DESC LIMIT ?)",
+                (self._ns, stream, self._ns, stream, keep),
+            )
+
+        self._run(work)
+
+    def events(self, stream: str, limit: int) -> list[dict[str, Any]]:
+        def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
+                "SELECT body FROM events WHERE ns = ? AND stream = ? ORDER BY seq DESC LIMIT ?",
+                (self._ns, stream, limit),
+            )
+            return [dict(json.loads(body)) for (body,) in rows]
+
+        result: list[dict[str, Any]] = self._run(work)
         return result
 
     def close(self) -> None:
@@ -351,6 +393,22 @@ class RedisStore:
         return bool(
             self._run(lambda r: r.set(self._key("lock", name), 1, nx=True, px=int(seconds * 1000)))
         )
+
+    def release_lock(self, name: str) -> None:
+        self._run(lambda r: r.delete(self._key("lock", name)))
+
+    def append_event(self, stream: str, body: Mapping[str, Any], keep: int) -> None:
+        def work(r: Any) -> None:
+            pipe = r.pipeline(transaction=True)
+            pipe.lpush(self._key("events", stream), json.dumps(body))
+            pipe.ltrim(self._key("events", stream), 0, keep - 1)
+            pipe.execute()
+
+        self._run(work)
+
+    def events(self, stream: str, limit: int) -> list[dict[str, Any]]:
+        raw = self._run(lambda r: r.lrange(self._key("events", stream), 0, limit - 1))
+        return [dict(json.loads(body)) for body in raw]
 
     def close(self) -> None:
         self._redis.close()

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -29,6 +30,19 @@ from app.serving.shadow import ShadowMirror
 logger = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 0.5
+RESOURCES_SECONDS = 5.0
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def process_resources() -> tuple[float, float]:
+    """(CPU seconds, resident bytes) of this process, from the kernel's own counters."""
+    times = os.times()
+    try:
+        with open("/proc/self/statm") as statm:
+            resident = int(statm.read().split()[1]) * _PAGE_SIZE
+    except OSError:  # not Linux: the peak is the best figure at hand
+        resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return times.user + times.system, float(resident)
 
 
 def _nothing() -> None:
@@ -84,6 +98,7 @@ class WorkerLifecycle:
             ("record-predictions", self._recorder.run()),
             ("bandit", self._bandit.run()),
             ("export-ab-figures", self._report_exporter.run()),
+            ("report-resources", self.report_resources()),
             *((f"extra-{i}", loop) for i, loop in enumerate(extra)),
         ]
         self._tasks = [asyncio.create_task(loop, name=name) for name, loop in loops]
@@ -116,6 +131,13 @@ class WorkerLifecycle:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
             in_sync = await self.deployment.sync_with_registry()
+
+    async def report_resources(self, interval: float = RESOURCES_SECONDS) -> None:
+        """This worker's CPU time and resident memory, as gauges per process: in multiprocess
+        mode prometheus-client exports no process metrics by itself."""
+        while True:
+            self._metrics.worker_resources(*process_resources())
+            await asyncio.sleep(interval)
 
     async def measure_drift(self) -> None:
         """Every interval, PSI of each serving model's recent inputs against its training."""

@@ -1,0 +1,1 @@
+"""The closed loop: monitoring alerts that start a retraining, decided and recorded."""

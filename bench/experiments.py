@@ -1,0 +1,207 @@
+"""What live experiments and feedback cost: one worker, the same model in every arm.
+
+Scenarios, each driven by wrk at 8 clients (server on core 0, wrk on core 1), repeated:
+
+- ``single``: one model, all traffic (the reference);
+- ``split 90/10``: the same model published under a second tag as a 10 % candidate;
+- ``shadow 100%``: the second tag as a shadow that sees every request;
+- ``feedback on``: one model, with feedback enabled (prediction records flushed to SQLite).
+
+Then ``/feedback`` throughput: items per second one worker joins and counts, sent in batches
+of 500 by 4 concurrent clients for requests served just before.
+
+CPU steal (from /proc/stat) is printed with every figure: this machine is shared.
+
+    .venv/bin/python bench/experiments.py                 # about 3 minutes
+    .venv/bin/python bench/experiments.py --duration 2 --repeats 1 --feedback-items 2000  # smoke
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import bench_model  # noqa: E402
+from run import running, wrk  # noqa: E402
+
+from app.publishing.publish import publish_experiment  # noqa: E402
+from app.registry.store import ModelRegistry  # noqa: E402
+from tests.local_server import free_port  # noqa: E402
+
+ADMIN = "bench-admin-token-0123456789"
+FEEDBACK = "bench-feedback-token-0123456789"
+SECOND = "bench-logreg-b"
+
+
+@dataclass
+class Figure:
+    scenario: str
+    rps: list[float]
+    p99_ms: list[float]
+    steal: list[float]
+
+    def row(self, reference: float | None) -> str:
+        best = max(self.rps)
+        spread = (max(self.rps) - min(self.rps)) / best * 100 if best else 0.0
+        versus = f"{best / reference * 100:.1f} %" if reference else ""
+        p99 = min(self.p99_ms)
+        return (
+            f"| {self.scenario} | {best:,.0f} | {spread:.1f} % | {p99:.2f} | "
+            f"{statistics.median(self.p99_ms):.2f} | {versus} | {max(self.steal):.1f} % |"
+        )
+
+
+def cpu_steal() -> tuple[int, int]:
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return fields[7], sum(fields)
+
+
+def steal_since(start: tuple[int, int]) -> float:
+    steal, total = cpu_steal()
+    return 100 * (steal - start[0]) / max(1, total - start[1])
+
+
+def publish_second_tag(registry_dir: Path) -> None:
+    """The bench model again under another tag: same model in every arm."""
+    import pandas as pd
+
+    model, x = bench_model.fitted()
+    frame = pd.DataFrame(x, columns=[f.name for f in bench_model.features()])
+    publish_experiment(
+        ModelRegistry(str(registry_dir)),
+        tag=SECOND,
+        model=model,
+        features=bench_model.features(),
+        training_frame=frame,
+        reference_instances=[bench_model.row(x, i) for i in range(5)],
+        model_type="logreg",
+        params={},
+        metrics={},
+        git_commit=None,
+        exist_ok=True,
+    )
+
+
+def put_spec(url: str, spec: dict[str, Any]) -> None:
+    response = httpx.put(
+        f"{url}/deployment", json=spec, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60
+    )
+    response.raise_for_status()
+
+
+def run_scenario(name: str, url: str, body: Path, duration: int, repeats: int) -> Figure:
+    figure = Figure(name, [], [], [])
+    wrk(f"{url}/predict", body, 8, 2, "1")  # warm up
+    for _ in range(repeats):
+        start = cpu_steal()
+        result = wrk(f"{url}/predict", body, 8, duration, "1")
+        if result["errors"]:
+            raise RuntimeError(f"{name}: {int(result['errors'])} errors")
+        figure.rps.append(result["rps"])
+        figure.p99_ms.append(result["p99"])
+        figure.steal.append(steal_since(start))
+        print(f"  {name:<14} {result['rps']:>8.0f} req/s  p99 {result['p99']:.2f} ms", flush=True)
+    return figure
+
+
+async def feedback_rate(url: str, body: dict[str, Any], items: int) -> float:
+    """Items per second that /feedback accepts, for requests served just before."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        ids: list[str] = []
+
+        async def predict(n: int) -> None:
+            for _ in range(n):
+                answer = await http.post("/predict", json=body)
+                ids.append(answer.json()["request_id"])
+
+        await asyncio.gather(*(predict(items // 8) for _ in range(8)))
+        await asyncio.sleep(1)  # every record flushed: the figure is the join, not the wait
+        batches = [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        headers = {"Authorization": f"Bearer {FEEDBACK}"}
+
+        async def send(chunk: list[list[str]]) -> int:
+            accepted = 0
+            for batch in chunk:
+                items_body = {"items": [{"request_id": i, "reward": 1.0} for i in batch]}
+                answer = await http.post("/feedback", json=items_body, headers=headers)
+                answer.raise_for_status()
+                accepted += answer.json()["accepted"]
+            return accepted
+
+        started = time.perf_counter()
+        accepted = await asyncio.gather(*(send(batches[i::4]) for i in range(4)))
+        elapsed = time.perf_counter() - started
+    if sum(accepted) != len(ids):
+        raise RuntimeError(f"only {sum(accepted)} of {len(ids)} feedback items accepted")
+    return len(ids) / elapsed
+
+
+def main(
+    duration: Annotated[int, typer.Option(min=1, max=60, help="Seconds per run.")] = 8,
+    repeats: Annotated[int, typer.Option(min=1, max=10, help="Runs per scenario.")] = 3,
+    feedback_items: Annotated[int, typer.Option(min=100, help="Items for /feedback.")] = 20_000,
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="ml-api-bench-exp-") as tmp:
+        folder = Path(tmp)
+        x = bench_model.build(folder / "registry")
+        publish_second_tag(folder / "registry")
+        body_path = folder / "row.json"
+        body = {"instances": [bench_model.row(x, 0)]}
+        body_path.write_text(json.dumps(body))
+        figures: list[Figure] = []
+        base_env = {
+            **os.environ,
+            "ML_API_REGISTRY_URL": str(folder / "registry"),
+            "ML_API_LOG_LEVEL": "warning",
+            "ML_API_ADMIN_TOKEN": ADMIN,
+        }
+        for feedback in (False, True):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env = base_env | ({"ML_API_FEEDBACK_TOKEN": FEEDBACK} if feedback else {})
+            serve = [str(ROOT / ".venv" / "bin" / "ml-api"), "serve", "--port", str(port)]
+            command = ["taskset", "-c", "0", *serve, "--workers", "1"]
+            with running(command, f"{url}/v2/health/ready", env):
+                primary = {"primary": bench_model.TAG, "guard": {"enabled": False}}
+                if feedback:
+                    put_spec(url, primary)
+                    figures.append(run_scenario("feedback on", url, body_path, duration, repeats))
+                    rate = asyncio.run(feedback_rate(url, body, feedback_items))
+                    print(f"  /feedback: {rate:,.0f} items/s", flush=True)
+                    continue
+                put_spec(url, primary)
+                figures.append(run_scenario("single", url, body_path, duration, repeats))
+                put_spec(url, primary | {"candidates": [{"tag": SECOND, "weight": 10}]})
+                figures.append(run_scenario("split 90/10", url, body_path, duration, repeats))
+                put_spec(url, primary | {"shadows": [{"tag": SECOND, "percent": 100}]})
+                figures.append(run_scenario("shadow 100%", url, body_path, duration, repeats))
+    reference = max(figures[0].rps)
+    print()
+    print(
+        "| scenario (1 worker, 8 clients, 1 row) | best req/s | spread | best p99 ms "
+        "| median p99 ms | vs single | max CPU steal |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for figure in figures:
+        print(figure.row(None if figure is figures[0] else reference))
+    print(f"\n/feedback on one worker: {rate:,.0f} items/s (batches of 500, 4 clients)")
+
+
+if __name__ == "__main__":
+    typer.run(main)
