@@ -997,10 +997,175 @@ def experiments() -> dash.Dashboard:
     return builder
 
 
+# --------------------------------------------------------------------- host and processes
+
+HOST_UID = "ml-api-host"
+NODE = 'job="node-exporter"'
+DISKS = 'fstype!~"tmpfs|overlay|squashfs|ramfs"'
+
+
+def host_cpu() -> timeseries.Panel:
+    return stacked(
+        graph_panel(
+            "Host CPU by mode",
+            "Cores busy per mode (user, system, iowait, steal, ...), summed over the host's "
+            "cores. Steal is CPU the hypervisor gave to other machines: on a shared host it "
+            "explains latency that nothing in ml-api does.",
+            query(
+                f'sum by (instance, mode) (rate(node_cpu_seconds_total{{{NODE}, mode!="idle"}}'
+                f"[{RATE}]))",
+                legend="{{instance}} {{mode}}",
+            ),
+        )
+    ).min(0)
+
+
+def host_load() -> timeseries.Panel:
+    return graph_panel(
+        "Host load and cores",
+        "1-minute load average against the number of cores: above it, work waits for a CPU.",
+        query(f"max by (instance) (node_load1{{{NODE}}})", legend="{{instance}} load1", ref_id="A"),
+        query(
+            f'count by (instance) (node_cpu_seconds_total{{{NODE}, mode="idle"}})',
+            legend="{{instance}} cores",
+            ref_id="B",
+        ),
+    ).min(0)
+
+
+def host_memory() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Host memory used",
+            "Share of the host's memory in use (1 - available / total).",
+            query(
+                f"1 - max by (instance) (node_memory_MemAvailable_bytes{{{NODE}}})"
+                f" / max by (instance) (node_memory_MemTotal_bytes{{{NODE}}})",
+                legend="{{instance}}",
+            ),
+        )
+        .unit("percentunit")
+        .min(0)
+        .max(1)
+    )
+
+
+def host_disk() -> timeseries.Panel:
+    return graph_panel(
+        "Disk space used and I/O",
+        "Share of each real filesystem in use, and bytes read and written per second.",
+        query(
+            f"1 - max by (instance, mountpoint) (node_filesystem_avail_bytes{{{NODE}, {DISKS}}})"
+            f" / max by (instance, mountpoint) (node_filesystem_size_bytes{{{NODE}, {DISKS}}})",
+            legend="{{instance}} {{mountpoint}} used",
+            ref_id="A",
+        ),
+        query(
+            f"sum by (instance) (rate(node_disk_read_bytes_total{{{NODE}}}[{RATE}]))",
+            legend="{{instance}} read B/s",
+            ref_id="B",
+        ),
+        query(
+            f"sum by (instance) (rate(node_disk_written_bytes_total{{{NODE}}}[{RATE}]))",
+            legend="{{instance}} written B/s",
+            ref_id="C",
+        ),
+    ).min(0)
+
+
+def host_network() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Network traffic",
+            "Bytes received and sent per second on the host's interfaces (loopback excluded).",
+            query(
+                f'sum by (instance) (rate(node_network_receive_bytes_total{{{NODE}, device!="lo"}}'
+                f"[{RATE}]))",
+                legend="{{instance}} received",
+                ref_id="A",
+            ),
+            query(
+                f'sum by (instance) (rate(node_network_transmit_bytes_total{{{NODE}, device!="lo"}}'
+                f"[{RATE}]))",
+                legend="{{instance}} sent",
+                ref_id="B",
+            ),
+        )
+        .unit("Bps")
+        .min(0)
+    )
+
+
+def worker_cpu() -> timeseries.Panel:
+    return graph_panel(
+        "CPU per ml-api worker",
+        "Cores used by each worker process (from its own CPU time): an uneven split means "
+        "connections are not spread across workers; one worker at 1.0 is saturated.",
+        query(
+            f"max by (instance, pid) (rate(ml_api_worker_cpu_seconds[{RATE}]))",
+            legend="{{instance}} pid {{pid}}",
+        ),
+    ).min(0)
+
+
+def worker_memory() -> timeseries.Panel:
+    return (
+        graph_panel(
+            "Resident memory per ml-api worker",
+            "Resident memory of each worker process: every loaded model adds to it; it should come "
+            "back down when models leave the deployment spec.",
+            query(
+                "max by (instance, pid) (ml_api_worker_resident_memory_bytes)",
+                legend="{{instance}} pid {{pid}}",
+            ),
+        )
+        .unit("bytes")
+        .min(0)
+    )
+
+
+def host() -> dash.Dashboard:
+    """The "Host and processes" dashboard: node-exporter beside ml-api's own workers."""
+    rows: list[tuple[str, list[Callable[[], timeseries.Panel]]]] = [
+        ("Host", [host_cpu, host_load, host_memory, host_disk, host_network]),
+        ("ml-api workers", [worker_cpu, worker_memory]),
+    ]
+    builder = (
+        dash.Dashboard("Host and processes")
+        .uid(HOST_UID)
+        .description(
+            "The machine under ml-api (node-exporter: CPU, load, memory, disk, network) and "
+            "each ml-api worker's CPU and resident memory."
+        )
+        .tags(["ml-api", "prometheus", "host"])
+        .editable()
+        .tooltip(dash_models.DashboardCursorSync.CROSSHAIR)
+        .time("now-1h", "now")
+        .refresh("30s")
+        .timezone("browser")
+        .link(
+            dash.DashboardLink("Model monitoring")
+            .type(dash_models.DashboardLinkType.LINK)
+            .url(f"/d/{MODEL_MONITORING_UID}")
+            .icon("dashboard")
+            .keep_time(True)
+        )
+    )
+    panel_id = 0
+    for title, panels in rows:
+        panel_id += 1
+        builder = builder.with_row(dash.Row(title).id(panel_id))
+        for make_panel in panels:
+            panel_id += 1
+            builder = builder.with_panel(make_panel().id(panel_id))
+    return builder
+
+
 #: file name -> dashboard factory. Add new dashboards here.
 DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {
     "model-monitoring.json": model_monitoring,
     "experiments.json": experiments,
+    "host.json": host,
 }
 
 

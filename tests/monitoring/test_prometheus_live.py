@@ -47,33 +47,61 @@ def monitored(tmp_path_factory: pytest.TempPathFactory, seed_registry: Path) -> 
         "ML_API_FEEDBACK_TOKEN": FEEDBACK_TOKEN,
         "ML_API_FEEDBACK_FLUSH_SECONDS": "0.1",
     }
-    with Server(str(registry_dir), workers=2, env=env) as service:
-        prometheus_url, process = _start_prometheus(binary, root, service.port)
-        try:
-            _wait_for(prometheus_url, 'ml_api_model_swaps_total{result="success"}')
-            _load(service.url)
-            _wait_for(prometheus_url, 'count(ml_api_input_drift_psi{model_tag="boost"})')
-            _load(service.url, swap=False)
-            _experiment(service.url)
-            # A/B and bandit gauges are exported every few seconds once feedback arrived.
-            _wait_for(prometheus_url, "ml_api_ab_srm_p_value")
-            _wait_for(prometheus_url, "ml_api_bandit_probability_best")
-            _wait_for(prometheus_url, "ml_api_shadow_rows_total > 0")
-            # Two scrapes after the last traffic: rate() and increase() have samples to use.
-            _wait_for(prometheus_url, 'count_over_time(up{job="ml-api"}[1m]) > 3')
-            yield prometheus_url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    node_port, node_exporter = _start_node_exporter(root)
+    try:
+        with Server(str(registry_dir), workers=2, env=env) as service:
+            prometheus_url, process = _start_prometheus(binary, root, service.port, node_port)
+            try:
+                _wait_for(prometheus_url, 'ml_api_model_swaps_total{result="success"}')
+                _load(service.url)
+                _wait_for(prometheus_url, 'count(ml_api_input_drift_psi{model_tag="boost"})')
+                _load(service.url, swap=False)
+                _experiment(service.url)
+                # A/B and bandit gauges are exported every few seconds once feedback arrived.
+                _wait_for(prometheus_url, "ml_api_ab_srm_p_value")
+                _wait_for(prometheus_url, "ml_api_bandit_probability_best")
+                _wait_for(prometheus_url, "ml_api_shadow_rows_total > 0")
+                # Two scrapes after the last traffic: rate() and increase() have samples.
+                _wait_for(prometheus_url, 'count_over_time(up{job="ml-api"}[1m]) > 3')
+                yield prometheus_url
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    finally:
+        node_exporter.terminate()
+        node_exporter.wait(timeout=30)
 
 
-def _start_prometheus(binary: str, root: Path, service_port: int) -> tuple[str, Any]:
+def _start_node_exporter(root: Path) -> tuple[int, Any]:
+    """Debian's prometheus-node-exporter, for the host dashboard's queries."""
+    binary = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+    if binary is None:
+        pytest.skip(
+            "node-exporter not installed (apt-get install prometheus-node-exporter); .ci/run does"
+        )
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, process)
+    return port, process
+
+
+def _start_prometheus(
+    binary: str, root: Path, service_port: int, node_port: int
+) -> tuple[str, Any]:
     port = free_port()
     config = {
         "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "evaluation_interval": "1s"},
         "rule_files": [str(Path(__file__).resolve().parents[2] / "prometheus" / "alerts.yml")],
         "scrape_configs": [
-            {"job_name": "ml-api", "static_configs": [{"targets": [f"127.0.0.1:{service_port}"]}]}
+            {"job_name": "ml-api", "static_configs": [{"targets": [f"127.0.0.1:{service_port}"]}]},
+            {
+                "job_name": "node-exporter",
+                "static_configs": [{"targets": [f"127.0.0.1:{node_port}"]}],
+            },
         ],
     }
     (root / "prometheus.yml").write_text(yaml.safe_dump(config))
