@@ -6,7 +6,7 @@ import functools
 
 from dependency_injector import containers, providers
 
-from app.metrics import ServiceMetrics
+from app.metrics import ServiceMetrics, StreamMetrics
 from app.registry.store import ModelRegistry
 from app.security import AdminTokenChecker
 from app.serving.batching import MicroBatcher
@@ -20,6 +20,9 @@ from app.serving.pool import ModelPool
 from app.serving.prediction import PredictionService
 from app.serving.shadow import InFlight, ShadowMirror
 from app.settings import Settings
+from app.streaming.config import StreamConfig
+from app.streaming.consumer import StreamConsumer
+from app.streaming.payload import PayloadDecoder
 
 
 class Container(containers.DeclarativeContainer):
@@ -93,3 +96,18 @@ class Container(containers.DeclarativeContainer):
         drift_interval_seconds=settings.provided.drift_interval_seconds,
     )
     admin_tokens = providers.Singleton(AdminTokenChecker, token=settings.provided.admin_token)
+
+    # `ml-api stream`: the same prediction service and lifecycle, fed from Kafka.
+    stream_metrics = providers.Singleton(StreamMetrics)
+    payload_decoder = providers.Singleton(
+        PayloadDecoder, max_bytes=settings.provided.max_upload_bytes
+    )
+    stream_config = providers.Singleton(StreamConfig.from_settings, settings)
+    stream_consumer = providers.Singleton(
+        StreamConsumer,
+        service=prediction_service,
+        deployment=deployment,
+        decoder=payload_decoder,
+        metrics=stream_metrics,
+        config=stream_config,
+    )

