@@ -43,7 +43,8 @@ Partition = tuple[str, int]
 # How long one fetch waits when nothing is buffered (it returns as soon as messages arrive):
 # bounds how late a stop request is noticed.
 IDLE_FETCH_SECONDS = 0.5
-# How often the consumer lag is measured.
+# How often the consumer lag (and the in-flight gauge, also set on pause and resume) is
+# measured.
 LAG_EVERY_SECONDS = 1.0
 # How often to look again for a model to serve, before the first one is loaded.
 READY_CHECK_SECONDS = 0.1
@@ -147,6 +148,7 @@ class StreamConsumer:
                 await self._commit()
                 for lane in list(self._lanes.values()):
                     self._close_lane(lane)
+                self._metrics.in_flight(self._in_flight, paused=False)
                 await broker.stop()
         except Exception as exc:
             self._fail(exc)
@@ -183,6 +185,7 @@ class StreamConsumer:
             if time.monotonic() >= lag_due:
                 lag_due = time.monotonic() + LAG_EVERY_SECONDS
                 self._metrics.lag(await broker.lags())
+                self._metrics.in_flight(self._in_flight, self._paused)
 
     async def _fetch(self, broker: Broker, room: int) -> dict[Partition, list[Record]]:
         """Up to a batch of messages; with a batch wait, linger for more while some came."""
@@ -211,7 +214,6 @@ class StreamConsumer:
         self._in_flight += len(records)
         self._idle.clear()
         self._metrics.consumed(partition[0], len(records))
-        self._metrics.in_flight(self._in_flight, self._paused)
 
     async def _answer(self, record: Record) -> Outgoing:
         """The answer to one message, or its refusal; never raises."""
@@ -259,7 +261,6 @@ class StreamConsumer:
             self._room.set()
         if self._in_flight == 0:
             self._idle.set()
-        self._metrics.in_flight(self._in_flight, self._paused)
 
     def _pause(self, broker: Broker) -> None:
         if not self._paused:

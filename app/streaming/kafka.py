@@ -159,7 +159,7 @@ def _instead(message: Outgoing, exc: Exception) -> Outgoing:
     its value."""
     if message.fallback is not None:
         logger.warning("answer too large (%r): the request goes to the error topic", exc)
-        return message.fallback
+        return message.fallback()
     if message.value is not None:
         logger.warning("refusal too large (%r): sent without the request's value", exc)
         headers = [

@@ -10,7 +10,7 @@ once fixed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,14 +62,14 @@ class Record(Protocol):
 @dataclass(frozen=True)
 class Outgoing:
     """A message to produce; ``reason`` is set for refusals (the error topic), ``fallback``
-    is what to send instead if this one is too large for the producer or the broker."""
+    makes what to send instead if this one is too large for the producer or the broker."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
     reason: str | None = None
-    fallback: Outgoing | None = None
+    fallback: Callable[[], Outgoing] | None = None
 
 
 def request_id_of(record: Record) -> str:
@@ -113,14 +113,17 @@ def _provenance(record: Record) -> list[tuple[str, bytes]]:
 
 def answer(record: Record, topic: str, prediction: Prediction, error_topic: str) -> Outgoing:
     headers = [*_provenance(record), (MODEL_TAG, prediction.model_tag.encode())]
-    too_large = refusal(
-        record,
-        error_topic,
-        reason="answer_too_large",
-        code="payload_too_large",
-        message="the answer is larger than the producer or the broker accepts "
-        "(max.request.size, message.max.bytes): send fewer rows per message",
-    )
+
+    def too_large() -> Outgoing:
+        return refusal(
+            record,
+            error_topic,
+            reason="answer_too_large",
+            code="payload_too_large",
+            message="the answer is larger than the producer or the broker accepts "
+            "(max.request.size, message.max.bytes): send fewer rows per message",
+        )
+
     body = orjson.dumps(prediction.body())
     return Outgoing(topic, record.key, body, headers, fallback=too_large)
 

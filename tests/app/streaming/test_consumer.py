@@ -325,7 +325,8 @@ async def test_metrics_are_served_for_prometheus_with_the_lag_of_each_partition(
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 for _ in range(100):  # the lag is measured every second
                     samples = scraped((await client.get("/metrics")).text)
-                    if all(samples.get(lag) == 0 for lag in lags):
+                    idle = samples.get(("ml_api_stream_in_flight", ())) == 0
+                    if idle and all(samples.get(lag) == 0 for lag in lags):
                         break
                     await asyncio.sleep(0.1)
         assert all(samples[lag] == 0 for lag in lags), samples
