@@ -72,6 +72,8 @@ def stream(
     ] = None,
 ) -> None:
     """Answer prediction requests from Kafka: input topic -> output topic (at least once)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the image sets one: it must exist
+        _prepare_metrics_dir()
     from app.settings import Settings
     from app.streaming.runner import run
 

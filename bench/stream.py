@@ -87,6 +87,7 @@ class Answers:
 
     async def start(self) -> None:
         await self._consumer.start()
+        await self._consumer.topics()  # fresh metadata
         tps = [
             TopicPartition(topic, p)
             for topic in self._topics
@@ -234,7 +235,7 @@ async def bench(
             results.append(summarise(run, answers, sent, rows, errors))
         assert consumer.process is not None
         rss = psutil.Process(consumer.process.pid).memory_info().rss / 2**20
-        code = await asyncio.to_thread(consumer.signal, signal.SIGTERM)
+        code = await asyncio.to_thread(consumer.end_with, signal.SIGTERM)
         if code != 0:
             raise RuntimeError(f"ml-api stream exited with {code} on SIGTERM (log: {log})")
         return results, rss

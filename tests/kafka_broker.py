@@ -160,10 +160,8 @@ class TopicReader:
 
     async def __aenter__(self) -> TopicReader:
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        if partitions is None:
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer.partitions_for_topic(self.topic) or set()
+        await self._consumer.topics()  # fresh metadata
+        partitions = self._consumer.partitions_for_topic(self.topic) or set()
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
@@ -198,10 +196,8 @@ async def high_watermarks(bootstrap: str, topic: str, within: float = 30.0) -> d
     client = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await client.start()
     try:
-        partitions = client.partitions_for_topic(topic)
-        if partitions is None:
-            await client._client.force_metadata_update()
-            partitions = client.partitions_for_topic(topic) or set()
+        await client.topics()  # fresh metadata
+        partitions = client.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         client.assign(tps)
         await client.seek_to_beginning(*tps)
@@ -287,8 +283,8 @@ class StreamProcess:
         wait_for_port(self.metrics_port, self.process, timeout=120)
         return self
 
-    def signal(self, sig: signal.Signals, timeout: float = 60.0) -> int:
-        """Send ``sig`` to the process and wait for its exit code."""
+    def end_with(self, sig: signal.Signals, timeout: float = 60.0) -> int:
+        """Send ``sig`` to the process (by its pid) and wait for its exit code."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -301,4 +297,4 @@ class StreamProcess:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.signal(signal.SIGTERM)
+            self.end_with(signal.SIGTERM)

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -67,7 +68,11 @@ class Traffic:
 
 
 def stream_process(
-    registry_dir: Path, broker: TansuBroker, topics: Topics, log: Path
+    registry_dir: Path,
+    broker: TansuBroker,
+    topics: Topics,
+    log: Path,
+    env: dict[str, str] | None = None,
 ) -> StreamProcess:
     return StreamProcess(
         str(registry_dir),
@@ -77,13 +82,14 @@ def stream_process(
         error_topic=topics.error,
         group=topics.group,
         log_path=log,
+        env=env,
     )
 
 
 async def ended(process: StreamProcess, sig: signal.Signals) -> int:
     """Signal the process and wait for its exit code off the event loop, which keeps the
     traffic and the reader going meanwhile."""
-    return await asyncio.to_thread(process.signal, sig)
+    return await asyncio.to_thread(process.end_with, sig)
 
 
 async def until_answered(reader: TopicReader, wanted: set[tuple[int, int]]) -> list[Any]:
@@ -125,13 +131,20 @@ async def test_sigterm_drains_commits_what_was_answered_and_exits_zero(
     registry_dir: Path, topics: Topics, kafka_broker: TansuBroker, tmp_path: Path
 ) -> None:
     bootstrap = kafka_broker.bootstrap
-    process = stream_process(registry_dir, kafka_broker, topics, tmp_path / "stream.log").start()
+    # As in the image: multiprocess metrics in a folder that does not exist yet.
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    log = tmp_path / "stream.log"
+    process = stream_process(registry_dir, kafka_broker, topics, log, env).start()
     try:
         async with TopicReader(bootstrap, topics.output) as reader:
             warm_up = await produce(bootstrap, topics.input, [(b"w", BODY, ())] * 20)
             await until_answered(reader, set(warm_up))
             traffic = Traffic(bootstrap, topics.input)
             await reader.read(len(reader.records) + 100)
+            async with httpx.AsyncClient() as client:
+                url = f"http://127.0.0.1:{process.metrics_port}/metrics"
+                metrics = (await client.get(url)).text
+            assert f'ml_api_stream_messages_consumed_total{{topic="{topics.input}"}}' in metrics
             assert await ended(process, signal.SIGTERM) == 0  # while requests keep coming
             sent = [*warm_up, *await traffic.finish()]
             total = await reader.total()
