@@ -37,13 +37,12 @@ def source(record: Any) -> tuple[int, int]:
 
 
 class Traffic:
-    """Requests at a steady pace (20 every 20 ms) until stopped or ``limit`` are sent."""
+    """Requests at a steady pace (20 every 20 ms) until stopped."""
 
-    def __init__(self, bootstrap: str, topic: str, limit: int = 100_000) -> None:
+    def __init__(self, bootstrap: str, topic: str) -> None:
         self.sent: list[tuple[int, int]] = []
         self._bootstrap = bootstrap
         self._topic = topic
-        self._limit = limit
         self._stop = asyncio.Event()
         self._task = asyncio.create_task(self._run())
 
@@ -51,7 +50,7 @@ class Traffic:
         client = producer(self._bootstrap)
         await client.start()
         try:
-            while not self._stop.is_set() and len(self.sent) < self._limit:
+            while not self._stop.is_set():
                 n = len(self.sent)
                 acks = [
                     await client.send(self._topic, BODY, key=b"req-%d" % (n + i)) for i in range(20)
@@ -109,21 +108,21 @@ async def test_a_killed_consumer_loses_nothing_once_another_runs(
         async with TopicReader(bootstrap, topics.output) as reader:
             warm_up = await produce(bootstrap, topics.input, [(b"w", BODY, ())] * 20)
             await until_answered(reader, set(warm_up))  # the first consumer runs
-            traffic = Traffic(bootstrap, topics.input, limit=1500)
+            traffic = Traffic(bootstrap, topics.input)
             await reader.read(len(reader.records) + 200)
             assert await ended(first, signal.SIGKILL) == -signal.SIGKILL  # mid-stream
-            answered_before = {source(r) for r in reader.records}
+            sent = {*warm_up, *await traffic.finish()}
+            while_down = await produce(bootstrap, topics.input, [(b"d", BODY, ())] * 100)
             await asyncio.to_thread(second.start)
-            sent = set(warm_up) | set(await traffic.finish())
-            answers = await until_answered(reader, sent)
+            answers = await until_answered(reader, sent | set(while_down))
             assert await ended(second, signal.SIGTERM) == 0
     finally:
         first.stop()
         second.stop()
 
-    sources = [source(a) for a in answers]
-    assert set(sources) == sent  # every request answered at least once
-    assert sent - answered_before, "the successor had nothing left to answer"
+    # Every request answered at least once: those in flight or uncommitted when the first
+    # consumer died, and those sent while none ran.
+    assert {source(a) for a in answers} == sent | set(while_down)
 
 
 @pytest.mark.slow  # starting `ml-api stream` alone takes 5-30 s on a busy two-core machine
