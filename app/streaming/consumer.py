@@ -89,7 +89,7 @@ class StreamConsumer:
         self._connect = connect
         self._broker: Broker | None = None
         self._lanes: dict[Partition, PartitionLane] = {}
-        self._rebalances = 0  # revocations so far: a fetch that spans one is not used
+        self._rebalances = 0  # revocations so far
         self._in_flight = 0
         self._paused = False
         self._stop = asyncio.Event()
@@ -175,13 +175,8 @@ class StreamConsumer:
                     await asyncio.wait_for(self._room.wait(), LAG_EVERY_SECONDS)
             else:
                 self._resume(broker)
-                rebalances = self._rebalances
-                batches = await self._fetch(broker, room)
-                if rebalances == self._rebalances:
-                    for partition, records in batches.items():
-                        self._take(partition, records)
-                # else: some came before a rebalance, whose new assignment starts again from
-                # the committed offsets, so they will be fetched again.
+                for partition, records in (await self._fetch(broker, room)).items():
+                    self._take(broker, partition, records)
             if time.monotonic() >= lag_due:
                 lag_due = time.monotonic() + LAG_EVERY_SECONDS
                 self._metrics.lag(await broker.lags())
@@ -199,15 +194,21 @@ class StreamConsumer:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            for partition, records in (await broker.fetch(limit - count, left)).items():
+            rebalances = self._rebalances
+            more = await broker.fetch(limit - count, left)
+            if rebalances != self._rebalances:
+                # What came before belongs to an assignment that is gone: the partitions'
+                # next owners (maybe this consumer) fetch it again from the committed offsets.
+                batches, count = {}, 0
+            for partition, records in more.items():
                 batches.setdefault(partition, []).extend(records)
                 count += len(records)
         return batches
 
-    def _take(self, partition: Partition, records: list[Record]) -> None:
-        lane = self._lanes.get(partition)
-        if lane is None:
-            return  # fetched as its partition was revoked: its next owner answers them
+    def _take(self, broker: Broker, partition: Partition, records: list[Record]) -> None:
+        # The Kafka consumer returns messages of assigned partitions only, possibly before
+        # the assignment callback ran.
+        lane = self._lanes.get(partition) or self._open_lane(broker, partition)
         taken = time.perf_counter()
         for record in records:
             lane.push(Pending(record.offset, asyncio.create_task(self._answer(record)), taken))
@@ -320,10 +321,12 @@ class StreamConsumer:
         assert self._broker is not None
         for partition in partitions:
             if partition not in self._lanes:
-                self._lanes[partition] = PartitionLane(
-                    partition, self._broker, self._acked, self._fail
-                )
+                self._open_lane(self._broker, partition)
         logger.info("assigned %s", ", ".join(f"{t}-{p}" for t, p in partitions) or "nothing")
+
+    def _open_lane(self, broker: Broker, partition: Partition) -> PartitionLane:
+        lane = self._lanes[partition] = PartitionLane(partition, broker, self._acked, self._fail)
+        return lane
 
     async def partitions_revoked(self, partitions: list[Partition]) -> None:
         """Before another consumer takes them: answer what was taken, commit, let go."""

@@ -354,3 +354,57 @@ async def test_an_unreachable_broker_stops_the_consumer_with_exit_code_1(
         await run.abandon()
     assert run.consumer.failure is not None
     assert "bootstrap" in str(run.consumer.failure).lower()
+
+
+async def test_a_consumer_joining_mid_stream_takes_partitions_without_a_loss_or_a_repeat(
+    stream_settings: Settings, topics: Topics, kafka_broker: TansuBroker
+) -> None:
+    """The first consumer answers and commits what it took before it hands partitions over,
+    so its successor starts exactly where it stopped."""
+    bootstrap = kafka_broker.bootstrap
+    sent: list[tuple[int, int]] = []
+    stop_traffic = asyncio.Event()
+
+    async def keep_producing() -> None:
+        client = producer(bootstrap)
+        await client.start()
+        try:
+            i = 0
+            while not stop_traffic.is_set():
+                acks = [
+                    await client.send(topics.input, body([ROW]), key=b"j-%d" % (i + j))
+                    for j in range(10)
+                ]
+                sent.extend((m.partition, m.offset) for m in await asyncio.gather(*acks))
+                i += 10
+                await asyncio.sleep(0.02)  # the pace of the traffic
+        finally:
+            await client.stop()
+
+    first = StreamRun(Container(settings=stream_settings))
+    second: StreamRun | None = None
+    try:
+        async with TopicReader(bootstrap, topics.output) as reader:
+            traffic = asyncio.create_task(keep_producing())
+            await reader.read(50)  # the first consumer has every partition
+            assert len(first.consumer.assigned) == 3
+            second = StreamRun(Container(settings=stream_settings))
+            one, two = first.consumer, second.consumer
+            await eventually(
+                lambda: len(two.assigned) > 0 and len(one.assigned) + len(two.assigned) == 3,
+                60,
+                "the two consumers share the partitions",
+            )
+            await reader.read(len(reader.records) + 50)  # both answer
+            stop_traffic.set()
+            await traffic
+            answers = await reader.read(len(sent))
+            assert await second.stop() == 0
+            assert await first.stop() == 0
+            assert await reader.total() == len(sent)  # none answered twice
+    finally:
+        stop_traffic.set()
+        await first.abandon()
+        if second is not None:
+            await second.abandon()
+    assert sorted(source(a) for a in answers) == sorted(sent)
