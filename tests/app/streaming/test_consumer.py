@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka import AIOKafkaProducer
 from dependency_injector import providers
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -408,3 +409,40 @@ async def test_a_consumer_joining_mid_stream_takes_partitions_without_a_loss_or_
         if second is not None:
             await second.abandon()
     assert sorted(source(a) for a in answers) == sorted(sent)
+
+
+async def test_an_answer_too_large_to_produce_is_refused_instead(
+    stream_settings: Settings, topics: Topics, kafka_broker: TansuBroker
+) -> None:
+    """9,000 rows: the answer (~1.1 MB) exceeds the producer's 1 MB request limit, and so does
+    the request itself (~1.4 MB), so the refusal goes without the request's value."""
+    bootstrap = kafka_broker.bootstrap
+    rows = (sample_rows(300) * 30)[:9000]
+    big = body(rows)
+    assert len(big) > 1024 * 1024
+    client = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, max_request_size=4 * 1024 * 1024
+    )
+    await client.start()
+    try:
+        await client.send_and_wait(topics.input, big, key=b"big", partition=0)
+        await client.send_and_wait(topics.input, body([ROW]), key=b"small", partition=0)
+    finally:
+        await client.stop()
+
+    run = StreamRun(Container(settings=stream_settings))
+    try:
+        async with (
+            TopicReader(bootstrap, topics.output) as answers,
+            TopicReader(bootstrap, topics.error) as errors,
+        ):
+            [small] = await answers.read(1)
+            [refused] = await errors.read(1)
+            assert await run.stop() == 0
+    finally:
+        await run.abandon()
+    assert small.key == b"small"
+    assert (refused.key, refused.value) == (b"big", None)
+    assert header(refused, ERROR_REASON) == b"answer_too_large"
+    assert b"value dropped" in (header(refused, ERROR_MESSAGE) or b"")
+    assert await committed(bootstrap, topics.group, topics.input, 1) == {0: 2}
