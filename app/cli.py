@@ -62,6 +62,30 @@ def serve(
 
 
 @cli.command()
+def stream(
+    host: Annotated[
+        str | None, typer.Option(help="Interface of the /metrics server [ML_API_HOST].")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the /metrics server, 0 for none [ML_API_STREAM_METRICS_PORT]."),
+    ] = None,
+) -> None:
+    """Answer prediction requests from Kafka: input topic -> output topic (at least once)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the image sets one: it must exist
+        _prepare_metrics_dir()
+    from app.settings import Settings
+    from app.streaming.runner import run
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if metrics_port is not None:
+        overrides["stream_metrics_port"] = metrics_port
+    raise typer.Exit(run(Settings(**overrides)))  # type: ignore[arg-type]
+
+
+@cli.command()
 def report(
     output: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("report.md"),
     baseline: Annotated[str, typer.Option(help="Git revision to compare metrics with.")] = "main",

@@ -13,7 +13,7 @@ from app.feedback.recorder import PredictionRecorder
 from app.feedback.report import ReportExporter
 from app.feedback.service import FeedbackService
 from app.feedback.store import StoreHandle, default_state_url, namespace_of
-from app.metrics import ServiceMetrics
+from app.metrics import ServiceMetrics, StreamMetrics
 from app.registry.store import ModelRegistry
 from app.retraining.gitlab import GitLabTrigger
 from app.retraining.trigger import RetrainTrigger, TriggerSettings
@@ -29,6 +29,9 @@ from app.serving.pool import ModelPool
 from app.serving.prediction import PredictionService
 from app.serving.shadow import InFlight, ShadowMirror
 from app.settings import Settings
+from app.streaming.config import StreamConfig
+from app.streaming.consumer import StreamConsumer
+from app.streaming.payload import PayloadDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -196,4 +199,19 @@ class Container(containers.DeclarativeContainer):
     )
     feedback_tokens = providers.Singleton(
         AdminTokenChecker, token=settings.provided.feedback_token, setting="ML_API_FEEDBACK_TOKEN"
+    )
+
+    # `ml-api stream`: the same prediction service and lifecycle, fed from Kafka.
+    stream_metrics = providers.Singleton(StreamMetrics)
+    payload_decoder = providers.Singleton(
+        PayloadDecoder, max_bytes=settings.provided.max_upload_bytes
+    )
+    stream_config = providers.Singleton(StreamConfig.from_settings, settings)
+    stream_consumer = providers.Singleton(
+        StreamConsumer,
+        service=prediction_service,
+        deployment=deployment,
+        decoder=payload_decoder,
+        metrics=stream_metrics,
+        config=stream_config,
     )

@@ -244,6 +244,44 @@ WORKER_RSS = Gauge(
     multiprocess_mode="liveall",
 )
 
+STREAM_CONSUMED = Counter(
+    "ml_api_stream_messages_consumed",
+    "Messages the stream consumer took from its input topic.",
+    ["topic"],
+)
+STREAM_PRODUCED = Counter(
+    "ml_api_stream_messages_produced",
+    "Messages the stream consumer produced and the broker acknowledged, by topic and kind "
+    "(answer or error).",
+    ["topic", "kind"],
+)
+STREAM_ERRORS = Counter(
+    "ml_api_stream_errors",
+    "Input messages sent to the error topic, by reason (malformed_json, too_many_rows, ...).",
+    ["reason"],
+)
+STREAM_PROCESSING = Histogram(
+    "ml_api_stream_processing_seconds",
+    "From taking a message off the consumer to the broker's acknowledgement of its answer.",
+    buckets=LATENCY_BUCKETS,
+)
+STREAM_LAG = Gauge(
+    "ml_api_stream_consumer_lag",
+    "Messages of an assigned input partition not yet taken (high watermark - position).",
+    ["topic", "partition"],
+    multiprocess_mode="livemax",
+)
+STREAM_IN_FLIGHT = Gauge(
+    "ml_api_stream_in_flight",
+    "Messages taken but not yet answered and acknowledged.",
+    multiprocess_mode="livesum",
+)
+STREAM_PAUSED = Gauge(
+    "ml_api_stream_paused",
+    "1 while fetching is paused because the in-flight limit is reached (back-pressure).",
+    multiprocess_mode="livemax",
+)
+
 ROLES = ("primary", "candidate", "shadow")
 RETRAIN_OUTCOMES = (
     ("triggered", "triggered"), ("skipped", "cooldown"), ("skipped", "not_the_primary"),
@@ -517,6 +555,60 @@ class NullMetrics(ServiceMetrics):
     feedback_item = feedback_joined = feedback_store_failed = _observe_nothing
     feedback_records_dropped = bandit_updated = ab_reported = _observe_nothing
     retrain_decided = worker_resources = _observe_nothing
+
+
+class StreamMetrics:
+    """What the stream consumer observes; one instance per process, from the container."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._lag_series: set[tuple[str, str]] = set()
+        STREAM_IN_FLIGHT.set(0)
+        STREAM_PAUSED.set(0)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def topics_known(self, input_topic: str, output_topic: str, error_topic: str) -> None:
+        """Create the series at zero, so rates and alerts see the first message."""
+        self._child(STREAM_CONSUMED, input_topic)
+        self._child(STREAM_PRODUCED, output_topic, "answer")
+        self._child(STREAM_PRODUCED, error_topic, "error")
+
+    def consumed(self, topic: str, count: int) -> None:
+        self._child(STREAM_CONSUMED, topic).inc(count)
+
+    def answered(self, topic: str, seconds: float) -> None:
+        self._child(STREAM_PRODUCED, topic, "answer").inc()
+        STREAM_PROCESSING.observe(seconds)
+
+    def refused(self, topic: str, reason: str, seconds: float) -> None:
+        self._child(STREAM_PRODUCED, topic, "error").inc()
+        self._child(STREAM_ERRORS, reason).inc()
+        STREAM_PROCESSING.observe(seconds)
+
+    def in_flight(self, count: int, paused: bool) -> None:
+        STREAM_IN_FLIGHT.set(count)
+        STREAM_PAUSED.set(1 if paused else 0)
+
+    def lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """The lag of every assigned partition; partitions no longer assigned are dropped."""
+        series = {(topic, str(partition)): lag for (topic, partition), lag in lags.items()}
+        for gone in self._lag_series - set(series):
+            STREAM_LAG.remove(*gone)
+        for labels, lag in series.items():
+            STREAM_LAG.labels(*labels).set(lag)
+        self._lag_series = set(series)
+
+
+def exposition_registry() -> CollectorRegistry:
+    """The registry to expose: this process's, or every worker's in multiprocess mode (for
+    servers of their own, such as the stream consumer's)."""
+    return _registry()
 
 
 def render_latest() -> tuple[bytes, str]:

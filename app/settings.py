@@ -9,6 +9,8 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Kafka's own rule for topic names.
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
 
 
 class Settings(BaseSettings):
@@ -141,6 +143,74 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often each worker recomputes drift from its window."
     )
 
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092",
+        description="Kafka bootstrap servers for `ml-api stream` (comma-separated host:port).",
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        le=300_000,
+        description="Consumer-group session timeout: how soon a dead consumer's partitions "
+        "move to another one (joins take a fraction of it).",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        le=60_000,
+        description="Longest a fetch waits at the broker for new messages (Kafka answers as "
+        "soon as one arrives; brokers that do not, e.g. Tansu, add up to this much latency).",
+    )
+    stream_input_topic: str = Field(
+        default="ml-api.requests",
+        pattern=TOPIC_PATTERN,
+        description="Topic `ml-api stream` reads prediction requests from.",
+    )
+    stream_output_topic: str = Field(
+        default="ml-api.predictions",
+        pattern=TOPIC_PATTERN,
+        description="Topic the answers go to, keyed like their request.",
+    )
+    stream_error_topic: str = Field(
+        default="ml-api.errors",
+        pattern=TOPIC_PATTERN,
+        description="Topic refused messages go to, with the reason in headers.",
+    )
+    stream_group: str = Field(
+        default="ml-api-stream",
+        min_length=1,
+        max_length=255,
+        description="Consumer group of the stream consumers: they share the input partitions.",
+    )
+    stream_max_in_flight: int = Field(
+        default=512,
+        gt=0,
+        description="Messages taken but not yet answered and acknowledged; fetching pauses "
+        "when this many are in flight.",
+    )
+    stream_batch_max_messages: int = Field(
+        default=128,
+        gt=0,
+        description="Most messages taken from the consumer at once and scored concurrently.",
+    )
+    stream_batch_max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=10_000,
+        description="Extra wait for more messages when fewer than a batch are buffered.",
+    )
+    stream_commit_interval_ms: float = Field(
+        default=500.0,
+        gt=0,
+        description="Least time between two offset commits of the stream consumer.",
+    )
+    stream_metrics_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="Port of the stream consumer's Prometheus /metrics (0: none).",
+    )
+
     @property
     def batch_max_wait_seconds(self) -> float:
         return self.batch_max_wait_ms / 1000
@@ -151,6 +221,25 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("ML_API_REGISTRY_URL must not be empty")
         return value.strip()
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_not_blank(cls, value: str) -> str:
+        servers = [server.strip() for server in value.split(",") if server.strip()]
+        if not servers:
+            raise ValueError("ML_API_KAFKA_BOOTSTRAP must name at least one host:port")
+        return ",".join(servers)
+
+    @model_validator(mode="after")
+    def _stream_topics_differ(self) -> Settings:
+        topics = [self.stream_input_topic, self.stream_output_topic, self.stream_error_topic]
+        if len(set(topics)) != len(topics):
+            # An answer written to the input topic would be consumed again, forever.
+            raise ValueError(
+                "ML_API_STREAM_INPUT_TOPIC, ML_API_STREAM_OUTPUT_TOPIC and "
+                f"ML_API_STREAM_ERROR_TOPIC must be three different topics: {topics}"
+            )
+        return self
 
     @field_validator("admin_token", "feedback_token", "webhook_token")
     @classmethod

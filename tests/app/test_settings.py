@@ -41,6 +41,10 @@ def test_environment_prefix_and_types() -> None:
         ("max_rows", -1, "max_rows"),
         ("registry_url", "  ", "ML_API_REGISTRY_URL"),
         ("runtime", "tensorflow", "runtime"),
+        ("kafka_bootstrap", " , ", "ML_API_KAFKA_BOOTSTRAP"),
+        ("stream_input_topic", "no spaces", "stream_input_topic"),
+        ("stream_output_topic", "ml-api.requests", "three different topics"),
+        ("stream_max_in_flight", 0, "stream_max_in_flight"),
     ],
 )
 def test_bad_settings_fail_fast_naming_the_field(field: str, value: object, needle: str) -> None:

@@ -4,6 +4,7 @@ Prometheus and Grafana configuration it mounts."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from app.settings import Settings
 from tests.delivery.tools import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -62,7 +64,17 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
 
 
 def test_stack_has_service_and_monitoring(compose: dict[str, Any]) -> None:
-    assert {"ml-api", "prometheus", "grafana", "node-exporter", "redis"} <= set(compose["services"])
+    assert set(compose["services"]) == {
+        "ml-api",
+        "ml-api-stream",
+        "kafka",
+        "kafka-topics",
+        "redis",
+        "alertmanager",
+        "prometheus",
+        "grafana",
+        "node-exporter",
+    }
     api = compose["services"]["ml-api"]
     assert api["build"]["context"] == "."
     assert "BASE_IMAGE" in api["build"]["args"]
@@ -86,7 +98,7 @@ def test_mounted_config_exists_and_matches_grafana_provisioning(
     services = compose["services"]
     for name, service in services.items():
         for target, source in bind_mounts(service).items():
-            if name != "ml-api":  # ./registry is made by training, not committed
+            if source != ROOT / "registry":  # made by training, not committed
                 assert source.exists(), f"{name}: {source} (mounted at {target}) is missing"
 
     prometheus = bind_mounts(services["prometheus"])
@@ -135,3 +147,52 @@ def test_prometheus_and_grafana_address_compose_services(compose: dict[str, Any]
     assert "http://prometheus:9090" in urls
     assert "9090:9090" in services["prometheus"]["ports"]
     assert "3000:3000" in services["grafana"]["ports"]
+
+
+def test_stream_consumer_shares_the_api_image_and_registry_and_reaches_kafka(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    api, stream = services["ml-api"], services["ml-api-stream"]
+    assert (stream["build"], stream["image"]) == (api["build"], api["image"])
+    assert stream["entrypoint"] == ["ml-api", "stream"]
+    assert bind_mounts(stream) == bind_mounts(api)
+    environment = stream["environment"]
+    assert environment["ML_API_REGISTRY_URL"] == api["environment"]["ML_API_REGISTRY_URL"]
+    settings = Settings(
+        **{
+            name.removeprefix("ML_API_").lower(): value
+            for name, value in environment.items()
+            if name.startswith("ML_API_")
+        }
+    )
+
+    # The bootstrap address is one the broker advertises to the compose network.
+    kafka = services["kafka"]["environment"]
+    advertised = {url.split("://", 1)[1] for url in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    assert settings.kafka_bootstrap in advertised
+    assert settings.kafka_bootstrap.split(":")[0] in services
+    # The topics exist before the consumer starts (the broker creates none by itself).
+    assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert stream["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
+    script = " ".join(services["kafka-topics"]["command"])
+    loop = re.search(r"for topic in ([^;]+);", script)
+    assert loop, script
+    assert set(loop.group(1).split()) == {
+        settings.stream_input_topic,
+        settings.stream_output_topic,
+        settings.stream_error_topic,
+    }
+
+    # Prometheus scrapes the consumer's /metrics port.
+    command = stream["command"]
+    port = command[command.index("--metrics-port") + 1]
+    assert port in stream["expose"]
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text("utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["ml-api-stream"]["static_configs"][0]["targets"] == [f"ml-api-stream:{port}"]
+
+    # SIGTERM drains: compose waits longer than the drain before it kills.
+    assert int(stream["stop_grace_period"].removesuffix("s")) > settings.shutdown_grace_seconds
+    assert stream["read_only"] is True
+    assert "/tmp" in stream["tmpfs"]

@@ -14,13 +14,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from app.settings import Settings
 from tests.delivery.tools import ROOT, find_tool
 
 OVERLAYS = ("staging", "production")
 # Validated against the oldest Kubernetes we target and the newest schemas bundled.
 KUBERNETES_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
-# The only kind without a bundled schema: a CRD of the Prometheus Operator, checked by hand.
+# The only kinds without a bundled schema: CRDs of the Prometheus Operator, checked by hand.
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
+POD_MONITOR = ("monitoring.coreos.com/v1", "PodMonitor")
+# The API's Deployment, and the stream consumer's (components/streaming).
+API, STREAM = "ml-api", "ml-api-stream"
 LIVE, READY = "/v2/health/live", "/v2/health/ready"
 
 Doc = dict[str, Any]
@@ -48,21 +52,25 @@ def docs(kubectl: str, overlay: str) -> list[Doc]:
     return render(kubectl, ROOT / "k8s" / "overlays" / overlay)
 
 
-def one(docs: list[Doc], kind: str) -> Doc:
-    found = [doc for doc in docs if doc["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
+    found = [
+        doc
+        for doc in docs
+        if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
 
-def container(docs: list[Doc]) -> Doc:
-    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+def container(docs: list[Doc], deployment: str = API) -> Doc:
+    containers = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return dict(containers[0])
 
 
-def container_port(docs: list[Doc], port: int | str) -> int:
+def container_port(docs: list[Doc], port: int | str, deployment: str = API) -> int:
     """Resolve a numeric or named port against the container's ports."""
-    ports = {p.get("name"): p["containerPort"] for p in container(docs)["ports"]}
+    ports = {p.get("name"): p["containerPort"] for p in container(docs, deployment)["ports"]}
     if isinstance(port, str):
         assert port in ports, f"named port {port!r} is not a container port ({ports})"
         return int(ports[port])
@@ -75,8 +83,8 @@ def test_overlay_validates_against_kubernetes_schemas(docs: list[Doc]) -> None:
     for doc in docs:
         name = f"{doc['kind']}/{doc['metadata']['name']}"
         for version in KUBERNETES_VERSIONS:
-            if (doc["apiVersion"], doc["kind"]) == SERVICE_MONITOR:
-                # No schema is bundled for the CRD; make sure that stays the only exception.
+            if (doc["apiVersion"], doc["kind"]) in {SERVICE_MONITOR, POD_MONITOR}:
+                # No schema is bundled for the CRDs; make sure they stay the only exceptions.
                 with pytest.raises(kubernetes_validate.SchemaNotFoundError):
                     kubernetes_validate.validate(doc, version, strict=True)
                 continue
@@ -96,8 +104,10 @@ def test_overlay_has_every_delivery_object(docs: list[Doc]) -> None:
         [
             "ConfigMap",
             "Deployment",
+            "Deployment",
             "HorizontalPodAutoscaler",
             "PodDisruptionBudget",
+            "PodMonitor",
             "Service",
             "ServiceMonitor",
         ]
@@ -124,14 +134,14 @@ def test_probes_use_the_health_endpoints_on_the_served_port(docs: list[Doc]) -> 
 
 def test_service_and_scraping_reach_the_container_port(docs: list[Doc]) -> None:
     service = one(docs, "Service")
-    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = one(docs, "Deployment", API)["spec"]["template"]["metadata"]["labels"]
     served_port = container_port(docs, "http")
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert [container_port(docs, p["targetPort"]) for p in service["spec"]["ports"]] == [
         served_port
     ]
 
-    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = one(docs, "Deployment", API)["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == served_port
     assert annotations["prometheus.io/path"] == "/metrics"
@@ -148,7 +158,7 @@ def test_service_and_scraping_reach_the_container_port(docs: list[Doc]) -> None:
 
 
 def test_rollout_and_scaling_keep_two_serving_pods(docs: list[Doc]) -> None:
-    deployment = one(docs, "Deployment")
+    deployment = one(docs, "Deployment", API)
     strategy = deployment["spec"]["strategy"]
     assert strategy["type"] == "RollingUpdate"
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
@@ -173,7 +183,7 @@ def test_rollout_and_scaling_keep_two_serving_pods(docs: list[Doc]) -> None:
 
 
 def test_pod_runs_non_root_on_a_read_only_root_filesystem(docs: list[Doc]) -> None:
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = one(docs, "Deployment", API)["spec"]["template"]["spec"]
     spec = container(docs)
     security = spec["securityContext"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -194,7 +204,7 @@ def test_pod_runs_non_root_on_a_read_only_root_filesystem(docs: list[Doc]) -> No
 
 
 def test_pods_drain_before_they_stop(docs: list[Doc]) -> None:
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = one(docs, "Deployment", API)["spec"]["template"]["spec"]
     command = container(docs)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     drain_seconds = int(command[1])
@@ -217,7 +227,7 @@ def test_settings_come_from_the_configmap_and_point_at_s3(docs: list[Doc], overl
     assert {"configMapRef": {"name": config["metadata"]["name"]}} in spec["envFrom"]
     registry_url = config["data"]["ML_API_REGISTRY_URL"]
     assert re.fullmatch(rf"s3://[a-z0-9.-]+/{overlay}", registry_url), registry_url
-    assert one(docs, "Deployment")["metadata"]["namespace"] == f"ml-api-{overlay}"
+    assert one(docs, "Deployment", API)["metadata"]["namespace"] == f"ml-api-{overlay}"
 
 
 def secret_refs(docs: list[Doc]) -> set[tuple[str, str]]:
@@ -266,6 +276,94 @@ def _construct_any(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> An
 
 
 _AnyTagLoader.add_multi_constructor("!", _construct_any)
+
+
+# -- the stream consumer (components/streaming) ------------------------------------------
+def stream_settings(docs: list[Doc]) -> Settings:
+    """The ML_API_* settings of the pods, checked the way `ml-api stream` checks them."""
+    data = one(docs, "ConfigMap")["data"]
+    fields = {
+        name.removeprefix("ML_API_").lower(): value
+        for name, value in data.items()
+        if name.startswith("ML_API_")
+    }
+    return Settings(**fields)
+
+
+def option(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_stream_consumer_runs_the_api_image_with_the_api_settings(
+    docs: list[Doc], overlay: str
+) -> None:
+    api, stream = container(docs), container(docs, STREAM)
+    assert stream["image"] == api["image"]
+    assert stream["command"] == ["ml-api", "stream"]  # the image's entrypoint serves HTTP
+    # One ConfigMap: the same registry, the same deployment spec to follow.
+    assert stream["envFrom"] == api["envFrom"]
+    settings = stream_settings(docs)  # valid for `ml-api stream`
+    assert settings.kafka_bootstrap.split(":")[0] not in {"127.0.0.1", "localhost"}
+    # Environments that share a Kafka cluster never share topics or a consumer group.
+    topics = [settings.stream_input_topic, settings.stream_output_topic]
+    for name in [*topics, settings.stream_error_topic, settings.stream_group]:
+        assert overlay in name, name
+    stream_secrets = {
+        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in stream["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert stream_secrets <= secret_refs(docs)  # the deploy guide's secrets cover them
+    assert option(stream["args"], "--host") == "0.0.0.0"
+
+
+def test_stream_pods_are_scraped_and_never_taken_for_api_pods(docs: list[Doc]) -> None:
+    deployment = one(docs, "Deployment", STREAM)
+    template = deployment["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    stream = container(docs, STREAM)
+    metrics_port = container_port(docs, "metrics", STREAM)
+    assert int(option(stream["args"], "--metrics-port")) == metrics_port
+    for probe in ("startupProbe", "livenessProbe"):
+        assert stream[probe]["httpGet"]["path"] == "/metrics"
+        assert container_port(docs, stream[probe]["httpGet"]["port"], STREAM) == metrics_port
+
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == metrics_port
+    assert annotations["prometheus.io/path"] == "/metrics"
+    monitor = one(docs, "PodMonitor")
+    assert (monitor["apiVersion"], monitor["kind"]) == POD_MONITOR
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        assert container_port(docs, endpoint["port"], STREAM) == metrics_port
+        assert endpoint["path"] == "/metrics"
+
+    # No API selector takes the consumers' pods (they serve no HTTP), nor the reverse.
+    api_pod_labels = one(docs, "Deployment", API)["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        one(docs, "Service")["spec"]["selector"],
+        one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        one(docs, "Deployment", API)["spec"]["selector"]["matchLabels"],
+    ):
+        assert not selector.items() <= labels.items(), selector
+    assert not deployment["spec"]["selector"]["matchLabels"].items() <= api_pod_labels.items()
+
+
+def test_stream_pods_answer_what_they_took_before_they_are_killed(docs: list[Doc]) -> None:
+    pod = one(docs, "Deployment", STREAM)["spec"]["template"]["spec"]
+    stream = container(docs, STREAM)
+    grace = int(one(docs, "ConfigMap")["data"]["ML_API_SHUTDOWN_GRACE_SECONDS"])
+    # The drain, then the last commit and leaving the group.
+    assert pod["terminationGracePeriodSeconds"] >= grace + 10
+    security = stream["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    for bound in ("requests", "limits"):
+        assert set(stream["resources"][bound]) >= {"cpu", "memory"}, bound
 
 
 def test_no_secret_with_data_is_committed() -> None:
