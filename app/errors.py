@@ -131,3 +131,17 @@ class ModelNotLoaded(ServiceError):
 
     status_code = 404
     code = "model_not_loaded"
+
+
+class UnknownModel(ServiceError):
+    """An OIP request names a model this server does not serve."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
+class PrimaryNotRemovable(ServiceError):
+    """The primary cannot leave the deployment by itself: another tag must replace it."""
+
+    status_code = 409
+    code = "primary_not_removable"

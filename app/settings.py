@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often each worker recomputes drift from its window."
     )
 
+    oip_model_name: str = Field(
+        default="ml-api",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Model name the Open Inference Protocol (v2) endpoints answer under.",
+    )
+
     @property
     def batch_max_wait_seconds(self) -> float:
         return self.batch_max_wait_ms / 1000
