@@ -120,7 +120,14 @@ class OipEndpoints:
         def route(path: str, handler: Handler, method: str, name: str) -> Route:
             return Route(path, _oip(handler), methods=[method], name=name)
 
-        return [
+        return [  # inference first: the router tries routes in order
+            route("/v2/models/{name}/infer", self.infer, "POST", "oip_infer"),
+            route(
+                "/v2/models/{name}/versions/{version}/infer",
+                self.infer,
+                "POST",
+                "oip_version_infer",
+            ),
             route("/v2", self.server_metadata, "GET", "oip_server_metadata"),
             route("/v2/models/{name}", self.model_metadata, "GET", "oip_model_metadata"),
             route(
@@ -135,13 +142,6 @@ class OipEndpoints:
                 self.model_ready,
                 "GET",
                 "oip_model_version_ready",
-            ),
-            route("/v2/models/{name}/infer", self.infer, "POST", "oip_infer"),
-            route(
-                "/v2/models/{name}/versions/{version}/infer",
-                self.infer,
-                "POST",
-                "oip_version_infer",
             ),
             route("/v2/repository/index", self.repository_index, "POST", "oip_repository_index"),
             route(

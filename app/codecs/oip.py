@@ -19,6 +19,7 @@ same rules, limits and messages as ``/predict``. Numbers are read as sent (float
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,10 +67,7 @@ class TensorInput:
     datatype: str
     shape: list[int]
     values: list[Any]
-
-    @property
-    def has_nulls(self) -> bool:
-        return None in self.values
+    has_nulls: bool
 
 
 @dataclass(frozen=True)
@@ -221,20 +219,26 @@ def _tensor_input(raw: Any, index: int) -> TensorInput:
     data = raw.get("data")
     if not isinstance(data, list):
         raise _bad(f'{where}: "data" must be a list (flat or nested, row-major)')
-    values = _flatten(data, where)
+    kinds = set(map(type, data))  # one C-level pass; bool is its own type, not int's
+    values = data
+    if list in kinds:
+        values = _flatten(data, where)
+        kinds = set(map(type, values))
     expected = math.prod(shape)
     if len(values) != expected:
         raise _bad(
             f"{where}: shape {shape} holds {expected} values but data has {len(values)}",
             "shape_mismatch",
         )
-    _check_data(where, datatype, values)
-    return TensorInput(name, datatype, shape, values)
+    _check_data(where, datatype, values, kinds)
+    return TensorInput(name, datatype, shape, values, type(None) in kinds)
 
 
 def _flatten(data: list[Any], where: str, depth: int = 0) -> list[Any]:
-    if not any(type(v) is list for v in data):
-        return data
+    """Nested data (the tensor's natural shape) in row-major order."""
+    if set(map(type, data)) == {list} and depth + 1 < _MAX_NESTING:
+        level = list(itertools.chain.from_iterable(data))  # one level, in C
+        return _flatten(level, where, depth + 1) if list in set(map(type, level)) else level
     if depth >= _MAX_NESTING:
         raise _bad(f"{where}: data is nested more than {_MAX_NESTING} levels deep")
     flat: list[Any] = []
@@ -246,9 +250,9 @@ def _flatten(data: list[Any], where: str, depth: int = 0) -> list[Any]:
     return flat
 
 
-def _check_data(where: str, datatype: str, values: list[Any]) -> None:
-    """Every element fits the declared datatype (nulls are left to the schema)."""
-    kinds = set(map(type, values))  # one C-level pass; bool is its own type, not int's
+def _check_data(where: str, datatype: str, values: list[Any], kinds: set[type]) -> None:
+    """Every element fits the declared datatype (nulls are left to the schema); ``kinds`` is
+    the set of the values' types."""
     if datatype == "BYTES":
         if kinds <= _STRING_TYPES:
             return
