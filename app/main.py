@@ -158,6 +158,10 @@ def _install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path.startswith("/v2/"):  # no such OIP path or method: the OIP shape
+            return JSONResponse(
+                {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+            )
         return _error(exc.status_code, "http_error", str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)

@@ -59,8 +59,8 @@ ROUTE_TEMPLATES = (
     "/v2/models/{name}/versions/{version}/ready",
     "/v2/models/{name}/versions/{version}/infer",
     "/v2/repository/index",
-    "/v2/repository/models/{name}/load",
-    "/v2/repository/models/{name}/unload",
+    "/v2/repository/models/{tag}/load",
+    "/v2/repository/models/{tag}/unload",
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -145,13 +145,13 @@ class OipEndpoints:
             ),
             route("/v2/repository/index", self.repository_index, "POST", "oip_repository_index"),
             route(
-                "/v2/repository/models/{name}/load",
+                "/v2/repository/models/{tag}/load",
                 self.repository_load,
                 "POST",
                 "oip_repository_load",
             ),
             route(
-                "/v2/repository/models/{name}/unload",
+                "/v2/repository/models/{tag}/unload",
                 self.repository_unload,
                 "POST",
                 "oip_repository_unload",
@@ -247,7 +247,7 @@ class OipEndpoints:
         """Load = make the experiment the primary with all traffic (a hot swap)."""
         container: Container = request.app.state.container
         container.admin_tokens().check(request.headers.get("authorization"))
-        tag = validate_tag(request.path_params["name"])
+        tag = validate_tag(request.path_params["tag"])
         outcome = await container.deployment().replace_primary(tag, by="oip-repository")
         return _json(
             {
@@ -264,7 +264,7 @@ class OipEndpoints:
         leave by itself: load another experiment instead)."""
         container: Container = request.app.state.container
         container.admin_tokens().check(request.headers.get("authorization"))
-        tag = validate_tag(request.path_params["name"])
+        tag = validate_tag(request.path_params["tag"])
         outcome = await container.deployment().remove(
             tag, by="oip-repository", reason="unloaded through the OIP repository extension"
         )
@@ -344,7 +344,7 @@ def document(openapi: dict[str, Any], model_name: str) -> None:
         "schema": {"type": "string"},
     }
     tag_parameter = {
-        "name": "name",
+        "name": "tag",
         "in": "path",
         "required": True,
         "description": "An experiment tag.",
@@ -486,7 +486,7 @@ def document(openapi: dict[str, Any], model_name: str) -> None:
         "404": error("No experiment with that tag (load), or not in the deployment (unload)."),
         "503": error("Registry unreachable."),
     }
-    paths["/v2/repository/models/{name}/load"] = {
+    paths["/v2/repository/models/{tag}/load"] = {
         "post": {
             "tags": tags,
             "summary": "Load: make the experiment the primary with all traffic (hot swap)",
@@ -502,7 +502,7 @@ def document(openapi: dict[str, Any], model_name: str) -> None:
             },
         }
     }
-    paths["/v2/repository/models/{name}/unload"] = {
+    paths["/v2/repository/models/{tag}/unload"] = {
         "post": {
             "tags": tags,
             "summary": "Unload: take a candidate or shadow out of the deployment",

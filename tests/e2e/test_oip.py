@@ -365,6 +365,11 @@ def test_too_many_rows_has_the_message_of_predict(http: httpx.Client) -> None:
     assert message == ours.json()["error"]["message"]
 
 
+def test_no_such_oip_path_or_method_answers_in_the_oip_shape(http: httpx.Client) -> None:
+    assert_oip_error(http.get(INFER), 405, "Method Not Allowed")
+    assert_oip_error(http.post("/v2/models/ml-api/generate", json={}), 404, "Not Found")
+
+
 def test_body_that_is_not_json_is_400(http: httpx.Client) -> None:
     answer = http.post(INFER, content=b"{not json", headers={"Content-Type": "application/json"})
     assert_oip_error(answer, 400, "body is not valid JSON")

@@ -33,7 +33,7 @@ async def answer(scope: Scope, receive: Receive, send: Send) -> None:
         ("/predict", "/predict"),
         ("/v2/models/ml-api/infer", "/v2/models/{name}/infer"),
         ("/v2/models/ml-api/versions/a1b2c3d/infer", "/v2/models/{name}/versions/{version}/infer"),
-        ("/v2/repository/models/a1b2c3d/load", "/v2/repository/models/{name}/load"),
+        ("/v2/repository/models/a1b2c3d/load", "/v2/repository/models/{tag}/load"),
         ("/v2/models/ml-api/versions/a1b2c3d/infer/extra", "unmatched"),
         ("/wp-login.php", "unmatched"),
         ("/docs/assets/swagger-ui.css", None),
@@ -50,7 +50,7 @@ async def test_label_is_the_path_or_its_template(path: str, label: str | None) -
         counted_templates=[
             "/v2/models/{name}/infer",
             "/v2/models/{name}/versions/{version}/infer",
-            "/v2/repository/models/{name}/load",
+            "/v2/repository/models/{tag}/load",
         ],
         excluded_prefixes=["/docs/"],
     )
