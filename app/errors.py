@@ -152,3 +152,17 @@ class FeedbackRejected(ServiceError):
         super().__init__(message)
         self.code = code
         self.status_code = status_code
+
+
+class UnknownModel(ServiceError):
+    """An OIP request names a model this server does not serve."""
+
+    status_code = 404
+    code = "model_not_found"
+
+
+class PrimaryNotRemovable(ServiceError):
+    """The primary cannot leave the deployment by itself: another tag must replace it."""
+
+    status_code = 409
+    code = "primary_not_removable"

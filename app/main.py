@@ -14,7 +14,17 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api import admin, deployment, experiments, feedback, health, predict, retraining
+from app.api import (
+    admin,
+    deployment,
+    docs,
+    experiments,
+    feedback,
+    health,
+    predict,
+    retraining,
+    v2,
+)
 from app.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from app.container import Container
 from app.errors import InvalidInput, ServiceError, Unauthorized
@@ -34,8 +44,11 @@ TRAFFIC = (
     "/feedback",
     "/alerts/webhook",
     "/retraining/decisions",
+    *v2.ROUTE_TEMPLATES,  # labelled by template: /v2/models/{name}/versions/{version}/infer
 )
 NOT_TRAFFIC = ("/metrics", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json")
+NOT_TRAFFIC_PREFIXES = (docs.PREFIX + "/",)
+VERSION = "0.1.0"
 DESCRIPTION = """Real-time classification with hot model swap.
 
 * `POST /predict` takes rows as JSON or a CSV upload and answers with the label and class
@@ -44,6 +57,9 @@ DESCRIPTION = """Real-time classification with hot model swap.
 * `POST /replace_ml_model` (bearer token) swaps the primary model without downtime.
 * `GET/PUT /deployment`, `POST /deployment/promote`, `POST /deployment/rollback` (bearer
   token): live experiments — weighted candidates (canary, A/B) and shadows.
+* `/v2/...`: the Open Inference Protocol (KServe/MLServer/Triton "v2" REST): server and model
+  metadata, readiness, inference with the pandas codec or one numeric tensor, and the model
+  repository extension (index; load = hot swap).
 """
 
 
@@ -65,18 +81,25 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     app = FastAPI(
         title="ml-api",
-        version="0.1.0",
+        version=VERSION,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs serves Swagger UI from the packaged copy (app/api/docs.py), never a CDN;
+        # ReDoc has no packaged copy, so it is off.
+        docs_url=None,
+        redoc_url=None,
         # Metrics are Prometheus (app/metrics.py); FastAPI's OpenTelemetry hooks would only add
         # per-request work.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.container = container
     app.router.routes.append(predict.route)
+    oip = v2.OipEndpoints(settings.oip_model_name, VERSION)
+    app.router.routes.extend(oip.routes)
     for module in (experiments, admin, deployment, feedback, retraining, health):
         app.include_router(module.router)
-    _document(app)
+    docs.install(app)
+    _document(app, settings.oip_model_name)
     metrics = container.metrics()
     _install_error_handlers(app, metrics)
 
@@ -95,12 +118,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         metrics=metrics,
         counted_paths=TRAFFIC,
         excluded_paths=NOT_TRAFFIC,
+        counted_templates=v2.ROUTE_TEMPLATES,
+        excluded_prefixes=NOT_TRAFFIC_PREFIXES,
     )
     return app
 
 
-def _document(app: FastAPI) -> None:
-    """OpenAPI from the FastAPI routes, plus the /predict operation (a plain route)."""
+def _document(app: FastAPI, oip_model_name: str) -> None:
+    """OpenAPI from the FastAPI routes, plus the plain routes' operations (/predict, /v2)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -111,6 +136,7 @@ def _document(app: FastAPI) -> None:
                 routes=app.routes,
             )
             predict.document(schema)
+            v2.document(schema, oip_model_name)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -146,6 +172,10 @@ def _install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path.startswith("/v2/"):  # no such OIP path or method: the OIP shape
+            return JSONResponse(
+                {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+            )
         return _error(exc.status_code, "http_error", str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)

@@ -204,3 +204,167 @@ FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
     422: _error("Malformed item or request id, row out of range, or a label the model lacks."),
     503: _error("The feedback store is unreachable (predictions are not affected)."),
 }
+
+
+# -- Open Inference Protocol (v2) ------------------------------------------------------------
+# Shapes of the OIP REST bodies as ml-api answers them (KServe's required_api.md); only for the
+# OpenAPI document: the routes parse and encode with app/codecs/oip.py.
+
+OIP_EXAMPLE_PANDAS: dict[str, Any] = {
+    "id": "order-1001",
+    "parameters": {"content_type": "pd"},
+    "inputs": [
+        {"name": "island", "datatype": "BYTES", "shape": [1], "data": ["Biscoe"]},
+        {"name": "bill_length_mm", "datatype": "FP64", "shape": [1], "data": [48.6]},
+        {"name": "bill_depth_mm", "datatype": "FP64", "shape": [1], "data": [16.0]},
+        {"name": "flipper_length_mm", "datatype": "FP64", "shape": [1], "data": [230.0]},
+        {"name": "body_mass_g", "datatype": "FP64", "shape": [1], "data": [5800.0]},
+        {"name": "sex", "datatype": "BYTES", "shape": [1], "data": ["male"]},
+    ],
+    "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+}
+OIP_EXAMPLE_TENSOR: dict[str, Any] = {
+    "id": "order-1002",
+    "inputs": [
+        {
+            "name": "input-0",
+            "datatype": "FP64",
+            "shape": [2, 4],
+            "data": [[39.1, 18.7, 181.0, 3750.0], [46.5, 17.9, 192.0, 3500.0]],
+        }
+    ],
+    "outputs": [{"name": "predict_proba", "parameters": {"datatype": "FP32"}}],
+}
+OIP_EXAMPLE_RESPONSE: dict[str, Any] = {
+    "model_name": "ml-api",
+    "model_version": "a1b2c3d",
+    "id": "order-1001",
+    "outputs": [
+        {
+            "name": "predict",
+            "datatype": "BYTES",
+            "shape": [1],
+            "data": ["Gentoo"],
+            "parameters": {"content_type": "str"},
+        },
+        {
+            "name": "predict_proba",
+            "datatype": "FP64",
+            "shape": [1, 3],
+            "data": [0.01, 0.01, 0.98],
+            "parameters": {"classes": ["Adelie", "Chinstrap", "Gentoo"]},
+        },
+    ],
+}
+
+OipDatatype = Literal[
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
+
+
+class OipRequestInput(BaseModel):
+    name: str = Field(description="A feature name (pandas codec), or any name (one tensor).")
+    shape: list[int] = Field(description="[rows] or [rows, 1] per column; [rows, features].")
+    datatype: OipDatatype = Field(description="BYTES for strings, FP32/FP64/INT* for numbers.")
+    parameters: dict[str, Any] | None = None
+    data: list[Any] = Field(description="Row-major, flat or nested; null for a missing value.")
+
+
+class OipRequestOutput(BaseModel):
+    name: Literal["predict", "predict_proba"]
+    parameters: dict[str, Any] | None = Field(
+        default=None, description='predict_proba: {"datatype": "FP32"} for single precision.'
+    )
+
+
+class OipInferenceRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [OIP_EXAMPLE_PANDAS, OIP_EXAMPLE_TENSOR]}
+    )
+
+    id: str | None = Field(default=None, description="Echoed in the response.")
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description='content_type "pd": one input per feature column; none or "np": one 2-D '
+        "numeric tensor (all-numeric models).",
+    )
+    inputs: list[OipRequestInput] = Field(min_length=1)
+    outputs: list[OipRequestOutput] | None = Field(
+        default=None, description="Outputs to return; both when absent."
+    )
+
+
+class OipResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class OipInferenceResponse(BaseModel):
+    model_config = ConfigDict(
+        protected_namespaces=(), json_schema_extra={"examples": [OIP_EXAMPLE_RESPONSE]}
+    )
+
+    model_name: str
+    model_version: str = Field(description="The experiment tag that served the request.")
+    id: str = Field(description="The request's id, else its X-Request-ID (or a new one).")
+    parameters: dict[str, Any] | None = None
+    outputs: list[OipResponseOutput]
+
+
+class OipMetadataTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for the variable batch dimension.")
+    parameters: dict[str, Any] | None = None
+
+
+class OipServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class OipModelMetadata(BaseModel):
+    name: str
+    versions: list[str] = Field(description="Loaded experiment tags (the primary first).")
+    platform: str
+    inputs: list[OipMetadataTensor]
+    outputs: list[OipMetadataTensor]
+    parameters: dict[str, Any] | None = None
+
+
+class OipError(BaseModel):
+    error: str = Field(description="What was wrong, naming the input, row or field.")
+
+
+class OipRepositoryIndexRequest(BaseModel):
+    ready: bool | None = Field(default=None, description="true: only loaded experiments.")
+
+
+class OipRepositoryEntry(BaseModel):
+    name: str = Field(description="Experiment tag.")
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str = Field(description="Its role when loaded; why not, or why it is broken.")
+
+
+class OipRepositoryChange(BaseModel):
+    name: str
+    state: Literal["READY", "UNAVAILABLE"]
+    reason: str
+    primary: str = Field(description="The primary after the change.")
+    load_ms: float = Field(description="Time spent loading new models.")

@@ -210,6 +210,11 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the stream consumer's Prometheus /metrics (0: none).",
     )
+    oip_model_name: str = Field(
+        default="ml-api",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Model name the Open Inference Protocol (v2) endpoints answer under.",
+    )
 
     @property
     def batch_max_wait_seconds(self) -> float:

@@ -68,3 +68,17 @@ def build(registry_dir: Path, joblib_path: Path | None = None) -> np.ndarray[Any
 
         joblib.dump(model, joblib_path)
     return x
+
+
+def oip_body(x: np.ndarray[Any, Any], rows: int) -> bytes:
+    """One OIP InferenceRequest of ``rows`` rows: a 2-D FP64 tensor [rows, features] asking for
+    ``predict_proba``, which both ml-api and MLServer's scikit-learn runtime take as it is."""
+    import orjson
+
+    tensor = {
+        "name": "input-0",
+        "shape": [rows, N_FEATURES],
+        "datatype": "FP64",
+        "data": [float(v) for row in x[:rows] for v in row],
+    }
+    return orjson.dumps({"inputs": [tensor], "outputs": [{"name": "predict_proba"}]})

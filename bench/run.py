@@ -5,6 +5,11 @@ steal the server's CPU. Every figure comes from wrk's own latency histogram.
 
     .venv/bin/python bench/run.py                    # ml-api and MLServer, 1/8/32 clients
     .venv/bin/python bench/run.py --skip-peer --duration 2 --clients 1   # smoke run
+    .venv/bin/python bench/run.py --workload oip     # the same OIP requests to both servers
+
+The ``oip`` workload sends the very same Open Inference Protocol bodies (a 2-D FP64 tensor of
+1 or 100 rows, asking for ``predict_proba``) to ``/v2/models/ml-api/infer`` of ml-api and of
+MLServer (whose model is named ``ml-api`` too), and the same rows to ml-api's ``/predict``.
 
 MLServer and its scikit-learn runtime are installed into their own venv (``bench/.peer-venv``,
 ignored by git) on first use, from the package index pip is configured with.
@@ -104,10 +109,14 @@ def measure(
     clients: list[int],
     duration: int,
     wrk_cores: str,
+    every_size_at_every_count: bool = False,
 ) -> list[Measurement]:
+    """wrk against ``url`` with each body; 100-row bodies at 8 clients only unless
+    ``every_size_at_every_count``."""
     results = []
     for workload, body in bodies.items():
-        for count in clients if workload == "1 row" else [8]:
+        counts = clients if workload == "1 row" or every_size_at_every_count else [8]
+        for count in counts:
             wrk(url, body, count, min(2, duration), wrk_cores)  # warm up
             figures = wrk(url, body, count, duration, wrk_cores)
             results.append(
@@ -123,7 +132,7 @@ def measure(
                 )
             )
             print(
-                f"  {server:<24} {workload:<8} c={count:<3} {figures['rps']:>9.0f} req/s",
+                f"  {server:<28} {workload:<8} c={count:<3} {figures['rps']:>9.0f} req/s",
                 flush=True,
             )
     return results
@@ -149,6 +158,18 @@ def write_bodies(folder: Path, x: Any) -> tuple[dict[str, Path], dict[str, Path]
     return ours, theirs
 
 
+def write_oip_bodies(folder: Path, x: Any) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The same rows as /predict bodies and as OIP bodies (one request for both servers)."""
+    predict, oip = {}, {}
+    for name, count in (("1 row", 1), ("100 rows", 100)):
+        rows = [bench_model.row(x, i) for i in range(count)]
+        predict[name] = folder / f"predict-{count}.json"
+        predict[name].write_text(json.dumps({"instances": rows}))
+        oip[name] = folder / f"oip-{count}.json"
+        oip[name].write_bytes(bench_model.oip_body(x, count))
+    return predict, oip
+
+
 def ensure_peer_venv() -> Path:
     python = PEER_VENV / "bin" / "python"
     if not (PEER_VENV / "bin" / "mlserver").exists():
@@ -158,12 +179,13 @@ def ensure_peer_venv() -> Path:
     return PEER_VENV / "bin" / "mlserver"
 
 
-def mlserver_folder(folder: Path, port: int, batching: bool) -> Path:
-    model_dir = folder / "mlserver" / "bench"
+def mlserver_folder(folder: Path, port: int, batching: bool, name: str = "bench") -> Path:
+    shutil.rmtree(folder / "mlserver", ignore_errors=True)
+    model_dir = folder / "mlserver" / name
     model_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(folder / "model.joblib", model_dir / "model.joblib")
     settings: dict[str, Any] = {
-        "name": "bench",
+        "name": name,
         "implementation": "mlserver_sklearn.SKLearnModel",
         "parameters": {"uri": "./model.joblib"},
     }
@@ -202,26 +224,99 @@ def table(results: list[Measurement], reference: str) -> str:
     return "\n".join(lines)
 
 
+ML_API_OIP = "ml-api /v2/.../infer"
+ML_API_PREDICT = "ml-api /predict"
+PEER_OIP = "MLServer (sklearn)"
+
+
+def oip_table(results: list[Measurement]) -> str:
+    """Each figure with ml-api's OIP throughput against MLServer's and against /predict's."""
+    rps = {(m.server, m.workload, m.clients): m.rps for m in results}
+    lines = [
+        "| server | workload | clients | req/s | p50 ms | p99 ms | errors | RSS MiB "
+        "| × MLServer | ÷ /predict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in results:
+        peer = rps.get((PEER_OIP, m.workload, m.clients))
+        predict = rps.get((ML_API_PREDICT, m.workload, m.clients))
+        mine = m.server == ML_API_OIP
+        versus_peer = f"{m.rps / peer:.2f}" if mine and peer else ""
+        versus_predict = f"{m.rps / predict:.0%}" if mine and predict else ""
+        lines.append(
+            f"| {m.server} | {m.workload} | {m.clients} | {m.rps:,.0f} | {m.p50_ms:.2f} | "
+            f"{m.p99_ms:.2f} | {m.errors} | {m.rss_mib:.0f} | {versus_peer} | {versus_predict} |"
+        )
+    return "\n".join(lines)
+
+
+def run_oip(
+    folder: Path, x: Any, counts: list[int], duration: int, skip_peer: bool, env: dict[str, str]
+) -> list[Measurement]:
+    """The same OIP requests to ml-api and MLServer; /predict on the same rows."""
+    predict_bodies, oip_bodies = write_oip_bodies(folder, x)
+    results: list[Measurement] = []
+    port = free_port()
+    serve = [str(ROOT / ".venv" / "bin" / "ml-api"), "serve", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with running(
+        ["taskset", "-c", "0", *serve, "--workers", "1"], f"{base}/v2/health/ready", env
+    ) as pid:
+        # Interleaved, so a drift of the machine's load hits both endpoints alike.
+        for workload in oip_bodies:
+            for count in counts:
+                for server, url, bodies in (
+                    (ML_API_OIP, f"{base}/v2/models/ml-api/infer", oip_bodies),
+                    (ML_API_PREDICT, f"{base}/predict", predict_bodies),
+                ):
+                    body = {workload: bodies[workload]}
+                    results += measure(server, url, pid, body, [count], duration, "1", True)
+    if not skip_peer:
+        mlserver = ensure_peer_venv()
+        peer_port = free_port()
+        config = mlserver_folder(folder, peer_port, batching=False, name="ml-api")
+        url = f"http://127.0.0.1:{peer_port}/v2/models/ml-api"
+        peer_env = {**os.environ, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}"}
+        command = ["taskset", "-c", "0", str(mlserver), "start", str(config)]
+        with running(command, f"{url}/ready", peer_env) as pid:
+            results += measure(
+                PEER_OIP, f"{url}/infer", pid, oip_bodies, counts, duration, "1", True
+            )
+    return results
+
+
 def main(
     duration: Annotated[int, typer.Option(min=1, max=120, help="Seconds per run.")] = 10,
     clients: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,32",
     skip_peer: Annotated[bool, typer.Option(help="Measure ml-api only.")] = False,
     two_workers: Annotated[bool, typer.Option(help="Also run ml-api --workers 2.")] = True,
     runtime: Annotated[str, typer.Option(help="ML_API_RUNTIME for ml-api.")] = "auto",
+    workload: Annotated[
+        str, typer.Option(help="predict: /predict vs MLServer; oip: the same OIP requests.")
+    ] = "predict",
 ) -> None:
     counts = [int(c) for c in clients.split(",")]
     results: list[Measurement] = []
+    if workload not in ("predict", "oip"):
+        raise typer.BadParameter("--workload is predict or oip")
     with tempfile.TemporaryDirectory(prefix="ml-api-bench-") as tmp:
         folder = Path(tmp)
         x = bench_model.build(folder / "registry", joblib_path=folder / "model.joblib")
-        ours, theirs = write_bodies(folder, x)
-        port = free_port()
         env = {
             **os.environ,
             "ML_API_REGISTRY_URL": str(folder / "registry"),
             "ML_API_RUNTIME": runtime,
             "ML_API_LOG_LEVEL": "warning",
         }
+        if workload == "oip":
+            results = run_oip(folder, x, counts, duration, skip_peer, env)
+            print()
+            print(oip_table(results))
+            if any(m.errors for m in results):
+                raise typer.Exit(1)
+            return
+        ours, theirs = write_bodies(folder, x)
+        port = free_port()
         serve = [str(ROOT / ".venv" / "bin" / "ml-api"), "serve", "--port", str(port)]
         ready = f"http://127.0.0.1:{port}/v2/health/ready"
         predict = f"http://127.0.0.1:{port}/predict"

@@ -33,7 +33,14 @@ def _describe(summary: ExperimentSummary, plan: ServingPlan | None) -> Experimen
     "/get_experiment_metas",
     response_model=list[ExperimentOut],
     responses={
-        200: {"headers": {"X-Total-Count": {"description": "Experiments matching the filters"}}},
+        200: {
+            "headers": {
+                "X-Total-Count": {
+                    "description": "Experiments matching the filters",
+                    "schema": {"type": "integer"},
+                }
+            }
+        },
         503: {"model": ErrorResponse, "description": "Registry unreachable."},
     },
     summary="List published experiments, newest first, with their role and traffic share",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from collections.abc import Iterable
 
@@ -13,10 +15,12 @@ from app.metrics import ServiceMetrics
 
 
 class RequestMetricsMiddleware:
-    """Counts and times requests by route; health and metrics are not traffic.
+    """Counts and times requests by route; health, metrics and docs are not traffic.
 
-    Paths that match no route share the label ``unmatched`` so scanners cannot blow up the
-    number of series.
+    A counted path is its own label; a path of a templated route (``/v2/models/{name}/infer``)
+    is labelled by its template, so names and tags never become label values. Paths that
+    match no route share the label ``unmatched`` so scanners cannot blow up the number of
+    series.
     """
 
     def __init__(
@@ -25,18 +29,32 @@ class RequestMetricsMiddleware:
         metrics: ServiceMetrics,
         counted_paths: Iterable[str],
         excluded_paths: Iterable[str],
+        counted_templates: Iterable[str] = (),
+        excluded_prefixes: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.counted = frozenset(counted_paths)
         self.excluded = frozenset(excluded_paths)
+        self.excluded_prefixes = tuple(excluded_prefixes)
+        patterns = [
+            (re.compile("^" + re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(t)) + "$"), t)
+            for t in counted_templates
+        ]
+
+        @functools.lru_cache(maxsize=1024)
+        def template_of(path: str) -> str:
+            return next((t for pattern, t in patterns if pattern.match(path)), "unmatched")
+
+        self._template_of = template_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.excluded:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if not path or path in self.excluded or path.startswith(self.excluded_prefixes):
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        handler = scope["path"] if scope["path"] in self.counted else "unmatched"
+        handler = path if path in self.counted else self._template_of(path)
         status = 500
 
         async def send_with_status(message: Message) -> None:
@@ -68,7 +86,7 @@ class BodySizeLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send, declared)
+            await self._refuse(send, declared, oip=scope["path"].startswith("/v2/"))
             return
         received = 0
 
@@ -86,9 +104,13 @@ class BodySizeLimitMiddleware:
     def _message(self) -> str:
         return f"request body is larger than {self.max_bytes} bytes (ML_API_MAX_UPLOAD_BYTES)"
 
-    async def _refuse(self, send: Send, declared: int) -> None:
+    async def _refuse(self, send: Send, declared: int, oip: bool) -> None:
         self.metrics.request_invalid("too_large")
-        body = orjson.dumps({"error": {"code": "payload_too_large", "message": self._message()}})
+        # Open Inference Protocol routes answer errors in that protocol's shape.
+        error: object = (
+            self._message() if oip else {"code": "payload_too_large", "message": self._message()}
+        )
+        body = orjson.dumps({"error": error})
         await send(
             {
                 "type": "http.response.start",

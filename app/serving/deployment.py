@@ -23,8 +23,10 @@ import anyio.to_thread
 from app.errors import (
     BrokenExperiment,
     IncompatibleSpec,
+    ModelNotLoaded,
     NoActiveModel,
     NothingToRollBack,
+    PrimaryNotRemovable,
     RegistryUnavailable,
     ServiceError,
     UnknownCandidate,
@@ -211,6 +213,39 @@ class Deployment:
                 raise
             self._metrics.deployment_changed("guard", succeeded=True)
             return True
+
+    async def remove(self, tag: str, *, by: str, reason: str) -> ChangeOutcome:
+        """Take a candidate or shadow out of the spec (its share goes back to the primary);
+        the primary cannot leave by itself, another tag must replace it."""
+        async with self._lock:
+            try:
+                current = await self._read_for_change()
+                spec = current.spec if current is not None else None
+                role = spec.role_of(tag) if spec is not None else None
+                if spec is None or role is None:
+                    raise ModelNotLoaded(
+                        f"experiment {tag!r} is not in the deployment: nothing to unload"
+                    )
+                if role == "primary":
+                    raise PrimaryNotRemovable(
+                        f"experiment {tag!r} is the primary: it leaves when another experiment "
+                        "replaces it (load that one: it becomes the primary), or change the "
+                        "deployment with PUT /deployment"
+                    )
+                candidates = [c for c in spec.candidates if c.tag != tag]
+                reduced = spec.model_copy(
+                    update={
+                        "candidates": candidates,
+                        "shadows": [s for s in spec.shadows if s.tag != tag],
+                        "bandit": spec.bandit if candidates else None,
+                    }
+                )
+                outcome = await self._apply(current, reduced, by=by, action="put", reason=reason)
+            except Exception:
+                self._metrics.deployment_changed("put", succeeded=False)
+                raise
+            self._metrics.deployment_changed("put", succeeded=True)
+            return outcome
 
     def set_weights(self, revision: int, weights: Mapping[str, float]) -> bool:
         """Route with these candidate weights (a bandit's) while the spec stays at

@@ -57,7 +57,11 @@ class Server:
         finally:
             if not isinstance(log, int):
                 log.close()  # the child has its own descriptor
-        self.wait(ready=wait_ready)
+        try:
+            self.wait(ready=wait_ready)
+        except BaseException:
+            self.stop()  # a server that never became ready is not left running
+            raise
         return self
 
     def _serve_options(self) -> list[str]:

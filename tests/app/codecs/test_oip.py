@@ -1,0 +1,158 @@
+"""OIP bodies in and out, without a server: decoding, checks against a schema, encoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.codecs.oip import (
+    OipColumns,
+    OipTensor,
+    RequestedOutput,
+    decode_inference_request,
+    encode_response,
+    model_metadata,
+)
+from app.errors import InvalidInput, PayloadTooLarge
+from app.registry.meta import FeatureSpec
+from app.serving.inputs import InputLimits, InputSchema
+from app.serving.model import PredictionResult
+
+NUMERIC = [FeatureSpec(name=n, dtype="float") for n in ("a", "b")] + [
+    FeatureSpec(name="n", dtype="int", nullable=True)
+]
+SCHEMA = InputSchema(NUMERIC, InputLimits(max_rows=3, max_string_length=8))
+
+
+def tensor(data: list[Any], shape: list[int], datatype: str = "FP64") -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [1.0, 2.0, 3, 4.0, 5.0, 6],
+        [[1.0, 2.0, 3], [4.0, 5.0, 6]],
+        [[[1.0], [2.0], [3]], [[4.0], [5.0], [6]]],
+    ],
+    ids=["flat", "nested", "deeper"],
+)
+def test_tensor_data_may_be_flat_or_nested(data: list[Any]) -> None:
+    request = decode_inference_request(tensor(data, [2, 3]))
+    assert isinstance(request.decoded, OipTensor)
+    batch = request.decoded.to_batch(SCHEMA)
+    assert batch.matrix is not None
+    assert batch.matrix.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+def test_nulls_in_a_tensor_are_checked_per_feature() -> None:
+    batch = decode_inference_request(tensor([1.0, 2.0, None], [1, 3])).decoded.to_batch(SCHEMA)
+    assert np.isnan(batch.columns["n"][0])
+    with pytest.raises(InvalidInput, match="row 0: feature 'a' may not be null"):
+        decode_inference_request(tensor([None, 2.0, 3], [1, 3])).decoded.to_batch(SCHEMA)
+
+
+def test_a_number_too_large_for_float64_is_named_not_a_crash() -> None:
+    request = decode_inference_request(tensor([10**400, 2.0, 3], [1, 3], "INT64"))
+    with pytest.raises(InvalidInput, match="row 0: feature 'a' is out of range"):
+        request.decoded.to_batch(SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (tensor([1.5, 2.0, 3.0], [1, 3], "INT32"), "INT32 takes integers, but data[0] is 1.5"),
+        (tensor([-1, 2, 3], [1, 3], "UINT8"), "UINT8 takes non-negative integers"),
+        (tensor([True, 2.0, 3.0], [1, 3]), "FP64 takes numbers, but data[0] is True"),
+        (tensor([1.0, 2.0, 3.0], [1, 3], "BOOL"), "datatype BOOL is not supported"),
+        (tensor([1.0, 2.0, 3.0], [3]), "a single tensor must be 2-D [rows, features]"),
+        (tensor([1.0, 2.0], [1, 3]), "shape [1, 3] holds 3 values but data has 2"),
+        (tensor([1.0, 2.0, 3.0], [1, -3]), "non-negative integers"),
+        (tensor(["a", "b", "c"], [1, 3], "BYTES"), "a single tensor must be numeric"),
+        ({**tensor([1.0], [1, 1]), "id": 7}, '"id" must be a string'),
+        ({**tensor([1.0], [1, 1]), "outputs": [{"name": "proba"}]}, "unknown output 'proba'"),
+        (
+            {
+                **tensor([1.0], [1, 1]),
+                "parameters": {"content_type": "np"},
+                "inputs": [
+                    {"name": "x", "datatype": "FP64", "shape": [1], "data": [1.0]},
+                    {"name": "y", "datatype": "FP64", "shape": [1], "data": [1.0]},
+                ],
+            },
+            'with content_type "np": send parameters {"content_type": "pd"}',
+        ),
+        ([1, 2], "body must be a JSON object"),
+    ],
+)
+def test_malformed_requests_are_named(body: Any, needle: str) -> None:
+    with pytest.raises(InvalidInput) as error:
+        decode_inference_request(body)
+    assert needle in error.value.message
+
+
+def test_too_many_rows_is_the_schema_limit() -> None:
+    request = decode_inference_request(tensor([1.0, 2.0, 3] * 4, [4, 3]))
+    with pytest.raises(PayloadTooLarge, match="4 rows is more than the limit of 3"):
+        request.decoded.to_batch(SCHEMA)
+
+
+def test_pandas_columns_take_both_column_shapes() -> None:
+    body = {
+        "parameters": {"content_type": "pd"},
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [2, 1], "data": [[1.0], [2.0]]},
+            {"name": "b", "datatype": "FP64", "shape": [2], "data": [3.0, 4.0]},
+            {"name": "n", "datatype": "INT64", "shape": [2], "data": [5, None]},
+        ],
+    }
+    request = decode_inference_request(body)
+    assert isinstance(request.decoded, OipColumns)
+    batch = request.decoded.to_batch(SCHEMA)
+    assert batch.columns["a"].tolist() == [1.0, 2.0]
+    assert batch.columns["n"][0] == 5.0
+
+
+def test_outputs_keep_the_order_asked_and_appear_once() -> None:
+    body = {
+        **tensor([1.0, 2.0, 3], [1, 3]),
+        "outputs": [
+            {"name": "predict_proba", "parameters": {"datatype": "FP32"}},
+            {"name": "predict"},
+            {"name": "predict"},
+        ],
+    }
+    outputs = decode_inference_request(body).outputs
+    assert outputs == (RequestedOutput("predict_proba", "FP32"), RequestedOutput("predict"))
+
+
+def test_response_carries_labels_and_probabilities_by_row() -> None:
+    probabilities = np.array([[0.2, 0.8], [0.9, 0.1]])
+    result = PredictionResult("tag-1", ["no", "yes"], probabilities)
+    body = encode_response(
+        result,
+        model_name="m",
+        request_id="r",
+        outputs=(RequestedOutput("predict"), RequestedOutput("predict_proba", "FP32")),
+    )
+    assert (body["model_name"], body["model_version"], body["id"]) == ("m", "tag-1", "r")
+    labels, probas = body["outputs"]
+    assert labels["data"] == ["yes", "no"]
+    assert labels["shape"] == [2]
+    assert probas["shape"] == [2, 2]
+    assert probas["datatype"] == "FP32"
+    assert probas["data"].dtype == np.float32
+    assert probas["data"].tolist() == pytest.approx([0.2, 0.8, 0.9, 0.1])
+    assert probas["parameters"] == {"classes": ["no", "yes"]}
+
+
+def test_metadata_says_whether_one_tensor_is_taken() -> None:
+    numeric = model_metadata("m", NUMERIC, ["no", "yes"], versions=["t"], runtime="onnx")
+    assert numeric["parameters"]["tensor_input"] is True
+    assert [i["datatype"] for i in numeric["inputs"]] == ["FP64", "FP64", "INT64"]
+    mixed = [*NUMERIC, FeatureSpec(name="c", dtype="category", categories=["x"])]
+    metadata = model_metadata("m", mixed, ["no", "yes"], versions=["t"], runtime="sklearn")
+    assert metadata["parameters"]["tensor_input"] is False
+    assert metadata["inputs"][-1]["parameters"]["categories"] == ["x"]
