@@ -1,10 +1,10 @@
-"""A message value -> a decoded request: our /predict JSON, or (pluggable) OIP v2 JSON.
+"""A message value -> a decoded request: our /predict JSON, or OIP v2 JSON.
 
 The body's top-level key tells the format: ``{"instances": [...]}`` is ours
 (:func:`app.codecs.json_rows.rows_from_document`), ``{"inputs": [...]}`` an Open Inference
-Protocol v2 request. Formats are a mapping from that key to a decoder of the parsed document,
-so an OIP codec plugs in through the container without touching the consumer; until one does,
-OIP messages are refused with the reason ``unsupported_payload``.
+Protocol v2 InferenceRequest (:func:`app.codecs.oip.decode_inference_request`: the pandas codec
+or one 2-D tensor). Formats are a mapping from that key to a decoder of the parsed document.
+The answer is our /predict JSON either way.
 """
 
 from __future__ import annotations
@@ -16,20 +16,18 @@ import orjson
 
 from app.codecs.decoded import Decoded
 from app.codecs.json_rows import rows_from_document
+from app.codecs.oip import decode_inference_request
 from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 
 DocumentDecoder = Callable[[dict[str, Any]], Decoded]
 
 
-def oip_pending(document: dict[str, Any]) -> Decoded:
-    raise InvalidInput(
-        'unsupported payload: OIP support pending (send {"instances": [rows]} for now)',
-        reason="unsupported_payload",
-    )
+def oip_request(document: dict[str, Any]) -> Decoded:
+    return decode_inference_request(document).decoded
 
 
 #: Top-level key -> decoder, tried in this order.
-FORMATS: Mapping[str, DocumentDecoder] = {"instances": rows_from_document, "inputs": oip_pending}
+FORMATS: Mapping[str, DocumentDecoder] = {"instances": rows_from_document, "inputs": oip_request}
 
 
 class PayloadDecoder:

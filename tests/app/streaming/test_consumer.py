@@ -48,6 +48,22 @@ def body(rows: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"instances": rows})
 
 
+def oip_body(row: dict[str, Any]) -> bytes:
+    """The row as an OIP v2 request with the pandas codec: one input per feature."""
+    inputs = [
+        {
+            "name": name,
+            "shape": [1],
+            "datatype": "BYTES"
+            if isinstance(value, str) or (value is None and name in {"island", "sex"})
+            else "FP64",
+            "data": [value],
+        }
+        for name, value in row.items()
+    ]
+    return orjson.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs})
+
+
 def source(record: Any) -> tuple[int, int]:
     partition, offset = header(record, SOURCE_PARTITION), header(record, SOURCE_OFFSET)
     assert partition is not None
@@ -136,11 +152,12 @@ CASES = [
     Case("too many rows", body(sample_rows(6)), "too_many_rows", names="ML_API_MAX_ROWS"),
     Case("no rows", body([]), "empty"),
     Case(
-        "OIP v2",
+        "OIP v2 input without data",
         orjson.dumps({"inputs": [{"name": "island", "shape": [1], "datatype": "BYTES"}]}),
-        "unsupported_payload",
-        names="OIP",
+        "malformed_body",
+        names='"data" must be a list',
     ),
+    Case("good OIP v2, pandas codec", oip_body(ROW), None),
     Case("no value", None, "empty_message"),
     Case("routing key too long", body([ROW]), "invalid_key", ((ROUTING_KEY, b"k" * 300),)),
     Case("good with a routing key", body([ROW]), None, ((ROUTING_KEY, b"user-7"),)),

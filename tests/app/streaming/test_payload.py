@@ -1,16 +1,15 @@
-"""Message values to decoded requests: our JSON rows, OIP pending, and every refusal's reason."""
+"""Message values to decoded requests: our JSON rows, OIP v2, and every refusal's reason."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import orjson
 import pytest
 
-from app.codecs.decoded import Decoded
-from app.codecs.json_rows import JsonRows, rows_from_document
+from app.codecs.json_rows import JsonRows
 from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
+from app.serving.inputs import InputLimits, InputSchema
 from app.streaming.payload import PayloadDecoder
+from tests.models import features, sample_rows
 
 
 def test_our_json_rows_are_decoded() -> None:
@@ -29,7 +28,7 @@ def test_our_json_rows_are_decoded() -> None:
         (b'"instances"', InvalidInput, "malformed_body"),
         (b'{"rows": []}', InvalidInput, "malformed_body"),
         (b'{"instances": {}}', InvalidInput, "malformed_body"),
-        (b'{"inputs": []}', InvalidInput, "unsupported_payload"),
+        (b'{"inputs": []}', InvalidInput, "malformed_body"),
         (b"[" + b"1," * 600 + b"1]", PayloadTooLarge, "too_large"),
     ],
 )
@@ -41,16 +40,20 @@ def test_refusals_carry_their_reason(
     assert raised.value.reason == reason
 
 
-def test_an_oip_decoder_plugs_in_by_its_top_level_key() -> None:
-    seen: list[dict[str, Any]] = []
-
-    def oip(document: dict[str, Any]) -> Decoded:
-        seen.append(document)
-        return JsonRows([{"from": "oip"}])
-
-    decoder = PayloadDecoder(1000, formats={"instances": rows_from_document, "inputs": oip})
-    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
-    decoded = decoder.decode(orjson.dumps(body))
-    assert isinstance(decoded, JsonRows)
-    assert decoded.instances == [{"from": "oip"}]
-    assert seen == [body]
+def test_an_oip_message_decodes_to_the_same_rows_as_our_json() -> None:
+    row = sample_rows(1, offset=7)[0]
+    inputs = [
+        {
+            "name": name,
+            "shape": [1],
+            "datatype": "BYTES" if name in {"island", "sex"} else "FP64",
+            "data": [value],
+        }
+        for name, value in row.items()
+    ]
+    oip = {"parameters": {"content_type": "pd"}, "inputs": inputs}
+    schema = InputSchema(features(), InputLimits(max_rows=10, max_string_length=64))
+    from_oip = PayloadDecoder(10_000).decode(orjson.dumps(oip)).to_batch(schema)
+    from_rows = PayloadDecoder(10_000).decode(orjson.dumps({"instances": [row]})).to_batch(schema)
+    for name in schema.names:
+        assert from_oip.columns[name].tolist() == from_rows.columns[name].tolist()
