@@ -215,8 +215,7 @@ def _fail_fast_message(stats: ChunkStats, done: dict[int, ChunkStats]) -> str:
     kept = sum(s.rows for s in done.values())
     return (
         f"{first['message']} (--fail-fast: stopped at the first invalid row; the {kept:,} "
-        "rows of the chunks before it are kept, and a rerun with the same arguments resumes "
-        "from there)"
+        "rows already scored are kept, and a rerun with the same arguments resumes from there)"
     )
 
 

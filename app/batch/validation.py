@@ -119,8 +119,9 @@ class ChunkValidator:
         for offset in chunk.broken:
             ok[offset] = False
         errors: list[RowError] = []
+        absent = {name: set(rows) for name, rows in chunk.absent.items()}
         for offset in np.flatnonzero(~ok).tolist():
-            error = self._check_row(chunk, offset, columns)
+            error = self._check_row(chunk, offset, columns, absent)
             if error is None:
                 ok[offset] = True
             else:
@@ -160,12 +161,32 @@ class ChunkValidator:
                 np.asarray(ok, dtype=bool),
                 unseen & ~missing,
             )
-        matched = _numpy_bool(pc.match_substring_regex(trimmed, _NUMBER_REGEX))
-        numbers = pc.cast(pc.if_else(pa.array(matched), trimmed, "0"), pa.float64()).to_numpy()
+        numbers, matched = self._numbers(trimmed, missing)
         ok = matched & self._sane(feature, numbers)
         if feature.nullable:
             ok |= missing
         return _Column(np.where(missing, math.nan, numbers), ok)
+
+    @staticmethod
+    def _numbers(
+        trimmed: pa.Array, missing: np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Each cell's number, and whether it is written as one (missing cells are not; they
+        read as 0).
+
+        Arrow's cast parses exactly the cells ``NUMBER_PATTERN`` accepts, plus spellings of
+        infinity and NaN, which the range check then refuses (checked on thousands of
+        strings; the tests compare cell by cell). So a column that casts whole needs no
+        regex; one that does not is matched against the pattern to find its bad cells.
+        """
+        filled = pc.if_else(pa.array(missing), "0", trimmed)
+        try:
+            numbers = pc.cast(filled, pa.float64()).to_numpy()
+            return numbers, ~missing
+        except pa.ArrowInvalid:
+            matched = _numpy_bool(pc.match_substring_regex(filled, _NUMBER_REGEX))
+            numbers = pc.cast(pc.if_else(pa.array(matched), filled, "0"), pa.float64())
+            return numbers.to_numpy(), matched & ~missing
 
     def _typed_column(self, feature: FeatureSpec, data: pa.Array) -> _Column:
         if pa.types.is_dictionary(data.type):
@@ -224,15 +245,22 @@ class ChunkValidator:
         return np.asarray(ok, dtype=bool)
 
     # -- the slow path, for rows that failed a vectorised check ------------------------
-    def _check_row(self, chunk: Chunk, offset: int, columns: dict[str, _Column]) -> RowError | None:
+    def _check_row(
+        self,
+        chunk: Chunk,
+        offset: int,
+        columns: dict[str, _Column],
+        absent: dict[str, set[int]],
+    ) -> RowError | None:
         """The row's first error by the exact ``/predict`` rules; None when it passes (its
-        checked values are then stored in ``columns``)."""
+        checked values are then stored in ``columns``). ``absent``: per feature, the rows
+        whose JSON object lacks it."""
         where = _row(chunk.start, offset)
         if offset in chunk.broken:
             return RowError(chunk.start + offset + 1, "malformed_row", chunk.broken[offset])
         checked: dict[str, Any] = {}
         for feature in self._features:
-            if offset in chunk.absent.get(feature.name, ()):
+            if offset in absent.get(feature.name, ()):
                 message = f"{where}: missing feature {feature.name!r}"
                 return RowError(chunk.start + offset + 1, "missing_feature", message)
             value = self._raw_value(chunk, feature, offset)

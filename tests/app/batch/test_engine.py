@@ -15,6 +15,7 @@ from tests.app.batch.files import penguin_rows, write_csv
 BAD = {(250, "bill_length_mm"): "abc", (1730, "island"): "x" * 300}
 
 
+@pytest.mark.slow  # spawned workers each import scikit-learn and load the model: ~5 s idle
 def test_two_workers_write_the_same_bytes_as_one_process(
     tmp_path: Path, batch_settings: Settings
 ) -> None:
@@ -32,7 +33,7 @@ def test_two_workers_write_the_same_bytes_as_one_process(
     assert outputs[1] == outputs[2]
 
 
-@pytest.mark.slow  # two more worker processes: fast alone, but start-up costs add up here
+@pytest.mark.slow  # two more spawned workers
 def test_fail_fast_with_workers_stops_at_the_first_bad_row_of_the_input(
     tmp_path: Path, batch_settings: Settings
 ) -> None:

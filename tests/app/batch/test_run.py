@@ -201,7 +201,7 @@ def test_fail_fast_stops_at_the_first_bad_row_and_a_rerun_resumes(
     assert stopped.value.message.startswith(
         "row 301, column 'bill_depth_mm': expected a number, got 'n/a' (--fail-fast"
     )
-    assert "the 300 rows of the chunks before it are kept" in stopped.value.message
+    assert "the 300 rows already scored are kept" in stopped.value.message
     assert not target.exists()
 
     summary = score_file(

@@ -71,11 +71,13 @@ def same(left: tuple[bool, Any], right: tuple[bool, Any]) -> bool:
 @pytest.mark.parametrize("feature", SPECS, ids=[f"{f.dtype}-nullable={f.nullable}" for f in SPECS])
 def test_text_cells_are_judged_as_the_csv_codec_judges_them(feature: FeatureSpec) -> None:
     cells = CATEGORY_CELLS if feature.dtype == "category" else NUMBER_CELLS
-    # Each cell alone, and all of them in one chunk (clean rows go the vectorised way only).
-    got = through_batch(feature, cells)
-    for cell, outcome in zip(cells, got, strict=True):
+    # All cells in one chunk (a column that does not cast whole), and each cell alone.
+    together = through_batch(feature, cells)
+    for cell, outcome in zip(cells, together, strict=True):
         expected = through_predict(feature, cell)
         assert same(outcome, expected), f"{cell!r}: batch {outcome}, /predict {expected}"
+        (alone,) = through_batch(feature, [cell])
+        assert same(alone, expected), f"{cell!r} alone: batch {alone}, /predict {expected}"
 
 
 def test_a_clean_chunk_is_never_checked_row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
