@@ -4,6 +4,7 @@ owns (skipping those an interrupted run finished), assemble the output, write th
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -43,7 +44,7 @@ def primary_tag(registry: ModelRegistry) -> str:
 
 def score_file(options: ScoreOptions, settings: Settings) -> dict[str, Any]:
     """Run ``options`` to the end; returns the summary (also written beside the output)."""
-    started, started_at = time.perf_counter(), datetime.now(UTC)
+    started, started_at, cpu_started = time.perf_counter(), datetime.now(UTC), _cpu_seconds()
     registry = ModelRegistry(settings.registry_url, settings.registry_storage_options)
     tag = options.tag or primary_tag(registry)
     meta = registry.read_meta(tag)
@@ -134,6 +135,9 @@ def score_file(options: ScoreOptions, settings: Settings) -> dict[str, Any]:
         "finished_at": datetime.now(UTC).isoformat(),
         "duration_seconds": round(duration, 3),
         "rows_per_second": round(scored_now / duration, 1) if duration > 0 else None,
+        # CPU time of this process and its finished workers: with duration it tells whether
+        # the run had its cores to itself.
+        "cpu_seconds": round(_cpu_seconds() - cpu_started, 3),
     }
     summary_place = target.sibling(SUMMARY_SUFFIX)
     write_bytes(
@@ -208,6 +212,14 @@ def _score_chunks(
     finally:
         report.close()
     return owned, input_rows, rows_now
+
+
+def _cpu_seconds() -> float:
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def _fail_fast_message(stats: ChunkStats, done: dict[int, ChunkStats]) -> str:

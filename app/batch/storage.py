@@ -8,6 +8,7 @@ written aside and renamed, an object store commits an upload only when it is com
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -56,6 +57,13 @@ class Location:
         return int(self.fs.size(self.path))
 
 
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes, sync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (on an object store, one PUT)."""
     if not isinstance(fs, LocalFileSystem):
@@ -83,6 +91,7 @@ def atomic_writer(
                 handle.flush()
                 if sync:
                     os.fsync(handle.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # as open() would have made it, not mkstemp's 0600
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -65,6 +65,9 @@ def test_local_file_is_scored_in_input_order_like_the_service(
     assert summary["duration_seconds"] > 0
     assert summary["rows_per_second"] > 0
     assert not Path(str(target) + ".parts").exists()
+    fresh = tmp_path / "fresh"
+    fresh.touch()
+    assert target.stat().st_mode & 0o777 == fresh.stat().st_mode & 0o777  # as any new file
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
