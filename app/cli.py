@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 cli = typer.Typer(help="ml-api: real-time inference with hot model swap.", no_args_is_help=True)
 
@@ -100,6 +104,102 @@ def report(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"report written to {output}")
+
+
+def _settings() -> Settings:
+    """The service settings from the environment, or exit naming the first bad one."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        typer.echo(f"error: setting {error['loc'][0]}: {error['msg']}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    message = getattr(exc, "message", str(exc))
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+FormatOption = Literal["csv", "parquet", "jsonl"]
+
+
+@cli.command()
+def score(
+    input: Annotated[str, typer.Argument(help="File to score: a path or URL (s3://...).")],
+    output: Annotated[str, typer.Argument(help="File to write: a path or URL.")],
+    tag: Annotated[
+        str | None, typer.Option(help="Experiment to score with [the deployment's primary].")
+    ] = None,
+    format: Annotated[
+        FormatOption | None, typer.Option(help="Input format [from the extension].")
+    ] = None,
+    output_format: Annotated[
+        FormatOption | None, typer.Option(help="Output format [from the extension].")
+    ] = None,
+    chunk_rows: Annotated[int, typer.Option(help="Rows per chunk.")] = 50_000,
+    keep: Annotated[
+        str | None, typer.Option(help="Input columns copied to the output, e.g. id,date.")
+    ] = None,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first invalid row.")] = False,
+    workers: Annotated[int, typer.Option(help="Scoring processes.")] = 1,
+    shard: Annotated[
+        str | None, typer.Option(help="Score only shard i of N (chunk index mod N == i).")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar [on a terminal]."),
+    ] = None,
+) -> None:
+    """Score a whole file (CSV, Parquet or JSON Lines) in chunks; resumable."""
+    from app.batch import ScoreOptions, Shard, parse_keep, score_file
+    from app.errors import ServiceError
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        options = ScoreOptions(
+            input_url=input,
+            output_url=output,
+            tag=tag,
+            input_format=format,
+            output_format=output_format,
+            chunk_rows=chunk_rows,
+            keep=parse_keep(keep),
+            fail_fast=fail_fast,
+            workers=workers,
+            shard=Shard.parse(shard) if shard is not None else None,
+            progress=progress,
+        )
+        summary = score_file(options, settings)
+    except (ServiceError, OSError) as exc:  # OSError: storage refused a read or a write
+        raise _fail(exc) from exc
+    typer.echo(
+        f"{summary['rows']:,} rows: {summary['rows_scored']:,} scored, "
+        f"{summary['rows_failed']:,} failed; output {summary['output']}"
+    )
+
+
+@cli.command()
+def export(
+    outdir: Annotated[str, typer.Argument(help="Folder to write the bundle into.")],
+    tag: Annotated[str, typer.Option(help="Experiment to export.")],
+) -> None:
+    """Export an experiment's verified ONNX model as a self-contained edge bundle."""
+    from app.edge import export_bundle
+    from app.errors import ServiceError
+
+    settings = _settings()
+    try:
+        bundle = export_bundle(settings, outdir, tag)
+    except ServiceError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"bundle of {bundle.tag} written to {outdir}: {', '.join(bundle.files)}")
 
 
 if __name__ == "__main__":

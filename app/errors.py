@@ -166,3 +166,26 @@ class PrimaryNotRemovable(ServiceError):
 
     status_code = 409
     code = "primary_not_removable"
+
+
+class BatchInputError(ServiceError):
+    """Batch scoring cannot start or go on: an unreadable or malformed input, a feature or
+    ``--keep`` column the input lacks, options that contradict each other."""
+
+    status_code = 422
+    code = "batch_input"
+
+
+class RowsRejected(ServiceError):
+    """``--fail-fast``: a row failed validation, so the batch run stopped there."""
+
+    status_code = 422
+    code = "rows_rejected"
+
+
+class ExportRefused(ServiceError):
+    """An experiment that cannot be exported for the edge (no verified ONNX copy, a copy that
+    does not match its hash, an output folder in the way)."""
+
+    status_code = 422
+    code = "export_refused"

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from app.codecs.cells import parse_cell
 from app.errors import InvalidInput, MalformedRequest
-from app.registry.meta import FeatureSpec
-from app.serving.inputs import Batch, InputSchema, describe
-
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_MISSING = frozenset({"", "na", "nan", "null"})
+from app.serving.inputs import Batch, InputSchema
 
 
 def csv_line(index: int) -> str:
@@ -44,7 +40,8 @@ class CsvTable:
             if index is None:
                 continue  # columns_to_batch names every missing feature
             columns[feature.name] = [
-                _cell(feature, record[index], row) for row, record in enumerate(self.records)
+                parse_cell(feature, record[index], row, csv_line)
+                for row, record in enumerate(self.records)
             ]
         return schema.columns_to_batch(columns, len(self.records), csv_line, "CSV header")
 
@@ -77,20 +74,3 @@ def decode_csv(data: bytes) -> CsvTable:
                 reason="malformed_csv",
             )
     return CsvTable(header, body)
-
-
-def _cell(feature: FeatureSpec, cell: str, row: int) -> Any:
-    cell = cell.strip()
-    if cell.lower() in _MISSING:
-        return None
-    if feature.dtype == "category":
-        return cell
-    if not _NUMBER.fullmatch(cell):
-        raise InvalidInput(
-            f"{csv_line(row)}, column {feature.name!r}: expected a number, got {describe(cell)}",
-            reason="wrong_type",
-        )
-    number = float(cell)
-    if feature.dtype == "int" and number.is_integer():
-        return int(number)
-    return number

@@ -270,6 +270,18 @@ class InputSchema:
                 reason="unknown_feature",
             )
 
+    def check_column(
+        self,
+        feature: FeatureSpec,
+        values: list[Any],
+        where: Locate,
+        unknown: dict[str, int],
+    ) -> np.ndarray[Any, Any]:
+        """One feature's values (plain JSON-like values: None, numbers, strings) checked and
+        converted, or InvalidInput naming the first bad row; for readers that hold a column
+        of values rather than a request (batch scoring)."""
+        return self._column(feature, values, where, unknown)
+
     def _column(
         self,
         feature: FeatureSpec,

@@ -89,15 +89,27 @@ def load_verified(
     return model
 
 
+def has_verified_onnx(meta: ExperimentMeta) -> bool:
+    """Whether publishing made and verified an ONNX copy of the experiment's model."""
+    onnx = meta.onnx
+    return onnx is not None and onnx.status == "ok" and bool(onnx.file) and bool(onnx.sha256)
+
+
+def runtime_for(meta: ExperimentMeta, choice: RuntimeChoice) -> Literal["onnx", "sklearn"]:
+    """The runtime :func:`load_verified` serves ``meta``'s model with for ``choice``."""
+    if choice == "sklearn" or (choice == "auto" and not has_verified_onnx(meta)):
+        return "sklearn"
+    return "onnx"
+
+
 def _runtime(
     registry: ModelRegistry, meta: ExperimentMeta, estimator: Any, choice: RuntimeChoice
 ) -> Runtime:
     onnx = meta.onnx
-    usable = onnx is not None and onnx.status == "ok" and onnx.file and onnx.sha256
-    if choice == "onnx" and not usable:
+    if choice == "onnx" and not has_verified_onnx(meta):
         note = onnx.note if onnx is not None else "no ONNX copy was published"
         raise ModelRejected(f"experiment {meta.tag!r} has no usable ONNX copy: {note}")
-    if choice == "sklearn" or onnx is None or not usable:
+    if runtime_for(meta, choice) == "sklearn" or onnx is None:
         try:
             return SklearnRuntime(estimator, meta.features)
         except ValueError as exc:

@@ -62,6 +62,21 @@ def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
     return found[0]
 
 
+def named(docs: list[Doc], kind: str, name: str) -> Doc:
+    """The one ``kind`` called ``name`` (kustomize may add a content-hash suffix)."""
+    found = [
+        doc
+        for doc in docs
+        if doc["kind"] == kind and re.fullmatch(rf"{name}(-[a-z0-9]+)?", doc["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def service_config(docs: list[Doc]) -> Doc:
+    return named(docs, "ConfigMap", "ml-api-config")
+
+
 def container(docs: list[Doc], deployment: str = API) -> Doc:
     containers = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
@@ -103,6 +118,8 @@ def test_overlay_has_every_delivery_object(docs: list[Doc]) -> None:
     assert kinds == sorted(
         [
             "ConfigMap",
+            "ConfigMap",
+            "CronJob",
             "Deployment",
             "Deployment",
             "HorizontalPodAutoscaler",
@@ -208,7 +225,7 @@ def test_pods_drain_before_they_stop(docs: list[Doc]) -> None:
     command = container(docs)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     drain_seconds = int(command[1])
-    settings = one(docs, "ConfigMap")["data"]
+    settings = service_config(docs)["data"]
     grace = int(settings["ML_API_SHUTDOWN_GRACE_SECONDS"])
     assert drain_seconds >= 5
     assert pod["terminationGracePeriodSeconds"] > drain_seconds + grace
@@ -221,7 +238,7 @@ def test_resources_have_requests_and_limits(docs: list[Doc]) -> None:
 
 
 def test_settings_come_from_the_configmap_and_point_at_s3(docs: list[Doc], overlay: str) -> None:
-    config = one(docs, "ConfigMap")
+    config = service_config(docs)
     spec = container(docs)
     # kustomize renames the generated ConfigMap (content hash); the reference must follow.
     assert {"configMapRef": {"name": config["metadata"]["name"]}} in spec["envFrom"]
@@ -281,7 +298,7 @@ _AnyTagLoader.add_multi_constructor("!", _construct_any)
 # -- the stream consumer (components/streaming) ------------------------------------------
 def stream_settings(docs: list[Doc]) -> Settings:
     """The ML_API_* settings of the pods, checked the way `ml-api stream` checks them."""
-    data = one(docs, "ConfigMap")["data"]
+    data = service_config(docs)["data"]
     fields = {
         name.removeprefix("ML_API_").lower(): value
         for name, value in data.items()
@@ -353,7 +370,7 @@ def test_stream_pods_are_scraped_and_never_taken_for_api_pods(docs: list[Doc]) -
 def test_stream_pods_answer_what_they_took_before_they_are_killed(docs: list[Doc]) -> None:
     pod = one(docs, "Deployment", STREAM)["spec"]["template"]["spec"]
     stream = container(docs, STREAM)
-    grace = int(one(docs, "ConfigMap")["data"]["ML_API_SHUTDOWN_GRACE_SECONDS"])
+    grace = int(service_config(docs)["data"]["ML_API_SHUTDOWN_GRACE_SECONDS"])
     # The drain, then the last commit and leaving the group.
     assert pod["terminationGracePeriodSeconds"] >= grace + 10
     security = stream["securityContext"]
@@ -458,3 +475,125 @@ def test_deploy_job_sets_the_image_the_build_job_pushes(
     else:  # the same edit, without the kustomize binary
         set_image(overlay_dir / "kustomization.yaml", match.group("name"), deployed)
     assert container(render(kubectl, overlay_dir))["image"] == expected
+
+
+# -- batch scoring: the nightly CronJob (in every overlay) and the sharded Indexed Job ---------
+
+SHARDED_JOB = ROOT / "k8s" / "jobs" / "score-sharded"
+VARIABLE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def pod_spec(doc: Doc) -> Doc:
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    return dict(spec["template"]["spec"])
+
+
+def pod_labels(doc: Doc) -> dict[str, str]:
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    return dict(spec["template"]["metadata"]["labels"])
+
+
+def environment(docs: list[Doc], spec: Doc) -> dict[str, str]:
+    """The variables a container sees: its ConfigMaps' data and its own ``env`` (values from
+    the downward API or a Secret stand as a placeholder)."""
+    values: dict[str, str] = {}
+    for source in spec.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        config = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
+        assert len(config) == 1, f"envFrom names ConfigMap {name}, which is not rendered"
+        values |= config[0]["data"]
+    for entry in spec.get("env", []):
+        values[entry["name"]] = entry.get("value", f"<{entry['name']}>")
+    return values
+
+
+def expand_args(args: list[str], values: dict[str, str]) -> list[str]:
+    """``$(VAR)`` in args, as the kubelet expands them; every variable must be defined."""
+    used = {name for arg in args for name in VARIABLE.findall(arg)}
+    assert used <= set(values), f"args use undefined variables {sorted(used - set(values))}"
+    return [VARIABLE.sub(lambda m: values[m.group(1)], arg) for arg in args]
+
+
+def score_params(args: list[str]) -> dict[str, Any]:
+    """``ml-api score`` ARGS parsed by the real command line (nothing runs)."""
+    import typer.main
+
+    from app.cli import cli
+
+    assert args[0] == "score", args
+    command = typer.main.get_command(cli).commands["score"]  # type: ignore[attr-defined]
+    return dict(command.make_context("score", list(args[1:])).params)
+
+
+def check_batch_pod(docs: list[Doc], doc: Doc, serving: list[Doc]) -> Doc:
+    """What every batch pod keeps: hardening, resources, the S3 secret, and no label that
+    would let the Service or the PodDisruptionBudget select it."""
+    pod = pod_spec(doc)
+    (spec,) = pod["containers"]
+    assert spec["command"] == ["ml-api"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["restartPolicy"] in {"Never", "OnFailure"}
+    for bound in ("requests", "limits"):
+        assert set(spec["resources"][bound]) >= {"cpu", "memory"}
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in spec["env"] if "valueFrom" in e
+            and "secretKeyRef" in e["valueFrom"]}  # fmt: skip
+    assert refs == {"ml-api-s3"}
+    labels = pod_labels(doc)
+    for selecting in serving:
+        selector = selecting["spec"]["selector"]
+        selector = selector.get("matchLabels", selector)
+        assert not selector.items() <= labels.items(), f"{selecting['kind']} selects batch pods"
+    return dict(spec)
+
+
+def test_nightly_cronjob_scores_with_the_service_settings(docs: list[Doc], overlay: str) -> None:
+    cronjob = one(docs, "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert len(cronjob["spec"]["schedule"].split()) == 5
+    assert cronjob["spec"]["jobTemplate"]["spec"]["backoffLimit"] >= 1  # retries resume
+    spec = check_batch_pod(docs, cronjob, [one(docs, "Service"), one(docs, "PodDisruptionBudget")])
+    # The model and storage settings are the service's own ConfigMap; the image is the one
+    # the Deployment runs (the CI deploy job sets both at once).
+    assert {"configMapRef": {"name": service_config(docs)["metadata"]["name"]}} in spec["envFrom"]
+    assert spec["image"] == container(docs)["image"]
+
+    params = score_params(expand_args(spec["args"], environment(docs, spec)))
+    assert params["input"].startswith(f"s3://ml-api-data/{overlay}/")
+    assert params["output"].startswith(f"s3://ml-api-data/{overlay}/")
+    assert params["input"] != params["output"]
+    assert params["shard"] is None
+    assert params["progress"] is False
+
+
+def test_sharded_job_gives_each_index_its_shard_and_its_own_output(kubectl: str) -> None:
+    docs = render(kubectl, SHARDED_JOB)
+    for doc in docs:
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    job = one(docs, "Job")
+    assert job["spec"]["completionMode"] == "Indexed"
+    count = job["spec"]["completions"]
+    assert job["spec"]["parallelism"] == count
+    # backoffLimitPerIndex retries a failed shard alone; it needs restartPolicy Never.
+    assert job["spec"]["backoffLimitPerIndex"] >= 1
+    assert pod_spec(job)["restartPolicy"] == "Never"
+    spec = check_batch_pod(docs, job, [])
+    assert pod_labels(job)["app.kubernetes.io/name"] != "ml-api"  # not the serving pods
+    index_env = next(e for e in spec["env"] if e["name"] == "JOB_COMPLETION_INDEX")
+    assert index_env["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+
+    values = environment(docs, spec)
+    outputs = set()
+    for index in range(count):
+        params = score_params(
+            expand_args(spec["args"], {**values, "JOB_COMPLETION_INDEX": str(index)})
+        )
+        assert params["shard"] == f"{index}/{count}"
+        outputs.add(params["output"])
+        assert params["input"] == values["BATCH_INPUT"]
+    assert len(outputs) == count  # one output per shard
