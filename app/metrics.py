@@ -316,6 +316,8 @@ class ServiceMetrics:
         for outcome, reason in RETRAIN_OUTCOMES:
             RETRAIN_DECISIONS.labels(outcome, reason)
         FEEDBACK_RECORDS_DROPPED.inc(0)
+        for operation in ("record", "bandit", "report"):
+            FEEDBACK_STORE_ERRORS.labels(operation)
 
     # -- model lifecycle -------------------------------------------------------------
     def model_loaded(self, load_seconds: float) -> None:

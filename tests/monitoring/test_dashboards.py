@@ -56,6 +56,8 @@ METRIC_CONTRACT = {
     "ml_api_ab_srm_p_value": "gauge",
     "ml_api_bandit_probability_best": "gauge",
     "ml_api_worker_cpu_seconds": "gauge",
+    "ml_api_feedback_store_errors_total": "counter",
+    "ml_api_retrain_decisions_total": "counter",
     "ml_api_worker_resident_memory_bytes": "gauge",
 }
 SERIES_SUFFIXES = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
