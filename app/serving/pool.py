@@ -18,11 +18,13 @@ from app.metrics import ServiceMetrics
 from app.registry.store import ModelRegistry
 from app.serving.inputs import InputLimits
 from app.serving.model import LoadedModel, load_verified
-from app.serving.runtime import run_with_thread_limit
+from app.serving.runtime import release_memory, run_with_thread_limit
 
 logger = logging.getLogger(__name__)
 
 ModelLoader = Callable[[ModelRegistry, str, InputLimits], LoadedModel]
+
+RELEASE_AFTER_SECONDS = 1.0
 
 
 class ModelPool:
@@ -66,11 +68,21 @@ class ModelPool:
         return {tag: self._models[tag] for tag in wanted}
 
     def retain(self, tags: Iterable[str]) -> None:
-        """Drop every model not in ``tags`` (in-flight requests keep theirs until they end)."""
+        """Drop every model not in ``tags`` (in-flight requests keep theirs until they end).
+
+        A second later, when those requests are done, the memory goes back to the system:
+        without that a worker's RSS stays at its highest however many models left.
+        """
         keep = set(tags)
-        for tag in [t for t in self._models if t not in keep]:
+        dropped = [t for t in self._models if t not in keep]
+        for tag in dropped:
             del self._models[tag]
             logger.info("unloaded %s", tag)
+        if dropped:
+            try:
+                asyncio.get_running_loop().call_later(RELEASE_AFTER_SECONDS, release_memory)
+            except RuntimeError:  # no event loop (a script): release now
+                release_memory()
 
     def clear(self) -> None:
         self._models.clear()

@@ -7,6 +7,8 @@ microseconds. Each runtime takes the batch's column arrays as directly as it can
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -44,6 +46,20 @@ def limit_native_threads(threads: int) -> Callable[[], None]:
         limiter.restore_original_limits()
 
     return restore
+
+
+def release_memory() -> None:
+    """Collect unreachable objects, then hand the heap's free pages back to the system.
+
+    glibc keeps freed memory in its arenas (one per thread that allocated), so a worker's RSS
+    would stay at its peak after models are unloaded; ``malloc_trim`` returns it.
+    """
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return
+    libc.malloc_trim(0)
 
 
 def ensure_thread_limit() -> None:
