@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import threadpoolctl
@@ -16,27 +19,43 @@ from tests.models import model_frame, sample_rows, trained
 LIMITS = InputLimits(max_rows=1000, max_string_length=256)
 
 
+def without_onnx(registry_dir: Path, tag: str) -> None:
+    """Make ``tag`` look as published when its conversion failed: no ONNX copy, a note."""
+    path = registry_dir / "experiments" / tag / "meta.json"
+    meta = json.loads(path.read_text())
+    meta["onnx"] = {"status": "failed", "tolerance": 1e-4, "note": "not convertible (test)"}
+    path.write_text(json.dumps(meta))
+
+
 def test_publish_records_the_onnx_check(registry: ModelRegistry) -> None:
+    for tag in ("base", "boost"):
+        info = registry.read_meta(tag).onnx
+        assert info is not None
+        assert info.status == "ok", info.note
+        assert info.max_abs_diff is not None
+        assert info.tolerance is not None
+        assert info.max_abs_diff <= info.tolerance
+        assert info.checked_rows >= 8
     logreg = registry.read_meta("base").onnx
     assert logreg is not None
-    assert logreg.status == "ok"
-    assert logreg.max_abs_diff is not None
-    assert logreg.max_abs_diff <= 1e-4
-    assert logreg.checked_rows >= 8
-    hgb = registry.read_meta("boost").onnx
-    assert hgb is not None
-    assert hgb.status == "failed"
-    assert hgb.note
+    assert logreg.tolerance == 1e-4
 
 
-def test_auto_serves_onnx_when_it_passed_and_sklearn_otherwise(registry: ModelRegistry) -> None:
+def test_auto_serves_onnx_when_it_passed_and_sklearn_otherwise(
+    registry: ModelRegistry, registry_dir: Path
+) -> None:
     assert isinstance(load_verified(registry, "base", LIMITS).runtime, OnnxRuntime)
-    assert isinstance(load_verified(registry, "boost", LIMITS).runtime, SklearnRuntime)
+    assert isinstance(load_verified(registry, "boost", LIMITS).runtime, OnnxRuntime)
     forced = load_verified(registry, "base", LIMITS, runtime="sklearn")
     assert isinstance(forced.runtime, SklearnRuntime)
+    without_onnx(registry_dir, "boost")
+    assert isinstance(load_verified(registry, "boost", LIMITS).runtime, SklearnRuntime)
 
 
-def test_onnx_runtime_refuses_a_model_without_onnx(registry: ModelRegistry) -> None:
+def test_onnx_runtime_refuses_a_model_without_onnx(
+    registry: ModelRegistry, registry_dir: Path
+) -> None:
+    without_onnx(registry_dir, "boost")
     with pytest.raises(ModelRejected, match="no usable ONNX"):
         load_verified(registry, "boost", LIMITS, runtime="onnx")
 
@@ -73,7 +92,9 @@ async def test_each_worker_caps_native_threads_while_it_serves(
     with threadpoolctl.threadpool_limits(limits=3):  # what a process had before serving
         before = native_threads()
         assert any(pool["internal_api"] == "openmp" for pool in threadpoolctl.threadpool_info())
-        async with app_client(settings.model_copy(update={"model_threads": threads})) as http:
+        # runtime=sklearn: HistGradientBoosting then scores with OpenMP (not ONNX Runtime).
+        serving = settings.model_copy(update={"model_threads": threads, "runtime": "sklearn"})
+        async with app_client(serving) as http:
             assert set(native_threads().values()) == {threads}
             # The model serves under the cap: HistGradientBoosting scores with OpenMP.
             swap = await http.post(
