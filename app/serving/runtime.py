@@ -7,6 +7,7 @@ microseconds. Each runtime takes the batch's column arrays as directly as it can
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -16,6 +17,10 @@ import threadpoolctl
 from app.registry.meta import FeatureSpec
 from app.serving.inputs import Batch
 
+# The cap limit_native_threads set for this process, and the cap each thread has applied.
+_model_threads: int | None = None
+_this_thread = threading.local()
+
 
 def limit_native_threads(threads: int) -> Callable[[], None]:
     """Cap the OpenMP and BLAS thread pools of this process; returns what restores them.
@@ -23,10 +28,39 @@ def limit_native_threads(threads: int) -> Callable[[], None]:
     Each worker is a process: with every library's default (one thread per core) two workers
     loading or scoring a HistGradientBoosting model at once oversubscribe the cores and the
     spinning OpenMP threads turn a 65 ms load into seconds. Throughput scales with workers.
+
+    OpenMP's limit belongs to the thread that sets it, and models are loaded and called in
+    worker threads: :class:`SklearnRuntime` applies the same cap, once, in each thread that
+    calls a model (``_cap_this_thread``).
     """
+    global _model_threads
     limiter = threadpoolctl.threadpool_limits(limits=threads)
-    restore: Callable[[], None] = limiter.restore_original_limits
+    _model_threads = threads
+    _this_thread.threads = threads
+
+    def restore() -> None:
+        global _model_threads
+        _model_threads = None
+        _this_thread.threads = None
+        limiter.restore_original_limits()
+
     return restore
+
+
+def _cap_this_thread() -> None:
+    """Apply the process's cap to the calling thread's OpenMP limit, once per thread.
+
+    Uncapped, every thread that scores a HistGradientBoosting model keeps its own OpenMP team
+    of one thread per core. From the second team on, libgomp counts more OpenMP threads than
+    cores and stops spin-waiting between parallel regions (one region per tree), so each tree
+    costs its worker a sleep and a wake-up (about 800 per single-row call of a 300-tree model):
+    issue 14 saw single rows go from 8 ms to 55 ms after a swap away and back. BLAS limits are
+    process-wide and already set.
+    """
+    threads = _model_threads
+    if threads is not None and getattr(_this_thread, "threads", None) != threads:
+        threadpoolctl.threadpool_limits(limits=threads, user_api="openmp")
+        _this_thread.threads = threads
 
 
 class Runtime(Protocol):
@@ -49,6 +83,7 @@ class SklearnRuntime:
             raise ValueError("a model with categorical inputs must be fitted on named columns")
 
     def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        _cap_this_thread()
         if self._by_name:
             data: Any = batch.to_frame()
         elif batch.matrix is not None:
