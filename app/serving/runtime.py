@@ -21,9 +21,9 @@ from app.serving.inputs import Batch
 
 T = TypeVar("T")
 
-
-_thread_state = threading.local()
-_thread_limit: int | None = None
+# The cap limit_native_threads set for this process, and the cap each thread has applied.
+_model_threads: int | None = None
+_this_thread = threading.local()
 
 
 def limit_native_threads(threads: int) -> Callable[[], None]:
@@ -32,17 +32,20 @@ def limit_native_threads(threads: int) -> Callable[[], None]:
     Each worker is a process: with every library's default (one thread per core) two workers
     loading or scoring a HistGradientBoosting model at once oversubscribe the cores and the
     spinning OpenMP threads turn a 65 ms load into seconds. Throughput scales with workers.
-    OpenMP keeps its thread count per calling thread, so every thread that later runs a model
-    applies the cap again (:func:`run_with_thread_limit`).
+
+    OpenMP's limit belongs to the thread that sets it, and models are loaded and called in
+    worker threads: :class:`SklearnRuntime` applies the same cap, once, in each thread that
+    calls a model (:func:`ensure_thread_limit`).
     """
-    global _thread_limit
+    global _model_threads
     limiter = threadpoolctl.threadpool_limits(limits=threads)
-    _thread_limit = threads
-    _thread_state.limit = threads
+    _model_threads = threads
+    _this_thread.threads = threads
 
     def restore() -> None:
-        global _thread_limit
-        _thread_limit = None
+        global _model_threads
+        _model_threads = None
+        _this_thread.threads = None
         limiter.restore_original_limits()
 
     return restore
@@ -63,11 +66,19 @@ def release_memory() -> None:
 
 
 def ensure_thread_limit() -> None:
-    """Apply the process's cap in the calling thread, once per thread."""
-    limit = _thread_limit
-    if limit is not None and getattr(_thread_state, "limit", None) != limit:
-        threadpoolctl.threadpool_limits(limits=limit)
-        _thread_state.limit = limit
+    """Apply the process's cap to the calling thread's OpenMP limit, once per thread.
+
+    Uncapped, every thread that scores a HistGradientBoosting model keeps its own OpenMP team
+    of one thread per core. From the second team on, libgomp counts more OpenMP threads than
+    cores and stops spin-waiting between parallel regions (one region per tree), so each tree
+    costs its worker a sleep and a wake-up (about 800 per single-row call of a 300-tree model):
+    issue 14 saw single rows go from 8 ms to 55 ms after a swap away and back. BLAS limits are
+    process-wide and already set.
+    """
+    threads = _model_threads
+    if threads is not None and getattr(_this_thread, "threads", None) != threads:
+        threadpoolctl.threadpool_limits(limits=threads, user_api="openmp")
+        _this_thread.threads = threads
 
 
 def run_with_thread_limit(function: Callable[..., T], *args: Any) -> T:
@@ -96,6 +107,7 @@ class SklearnRuntime:
             raise ValueError("a model with categorical inputs must be fitted on named columns")
 
     def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        ensure_thread_limit()
         if self._by_name:
             data: Any = batch.to_frame()
         elif batch.matrix is not None:
