@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from app.registry.store import ModelRegistry
 from app.serving.inputs import InputLimits
-from app.serving.model import load_verified
+from app.serving.model import RuntimeChoice, load_verified
 from tests.models import features, penguins, sample_rows
 
 FEATURES = [f.name for f in features()]
@@ -94,10 +94,13 @@ def read_output(url: str, fmt: str) -> list[Row]:
 
 
 def service_answers(
-    registry: ModelRegistry, tag: str, rows: Sequence[Mapping[str, Any]]
+    registry: ModelRegistry,
+    tag: str,
+    rows: Sequence[Mapping[str, Any]],
+    runtime: RuntimeChoice = "auto",
 ) -> tuple[list[str], np.ndarray[Any, Any]]:
     """Labels and probabilities the service's own model path gives ``rows``."""
-    model = load_verified(registry, tag, InputLimits(sys.maxsize, 256))
+    model = load_verified(registry, tag, InputLimits(sys.maxsize, 256), runtime=runtime)
     batch = model.schema.rows_to_batch([{name: row[name] for name in FEATURES} for row in rows])
     result = model.predict(batch)
     return result.labels, result.probabilities
@@ -108,9 +111,10 @@ def assert_scored_like_the_service(
     registry: ModelRegistry,
     tag: str,
     rows: Sequence[Mapping[str, Any]],
+    runtime: RuntimeChoice = "auto",
 ) -> None:
     """``output`` rows (valid ones, in order) carry the service's labels and probabilities."""
-    labels, probabilities = service_answers(registry, tag, rows)
+    labels, probabilities = service_answers(registry, tag, rows, runtime)
     assert [row["label"] for row in output] == labels
     got = np.array([[row[name] for name in PROBAS] for row in output], dtype=np.float64)
     np.testing.assert_allclose(got, probabilities, rtol=0, atol=1e-9)

@@ -94,20 +94,22 @@ def test_s3_input_and_output_with_the_registry_on_s3(
     ]
 
 
-def test_gradient_boosting_without_onnx_is_scored_by_scikit_learn(
-    tmp_path: Path, batch_settings: Settings, registry: ModelRegistry
+@pytest.mark.parametrize(("runtime", "used"), [("auto", "onnx"), ("sklearn", "sklearn")])
+def test_gradient_boosting_is_scored_by_the_runtime_the_service_would_use(
+    tmp_path: Path, batch_settings: Settings, registry: ModelRegistry, runtime: str, used: str
 ) -> None:
     rows = penguin_rows(200)
     source, target = tmp_path / "in.csv", tmp_path / "out.parquet"
     source.write_bytes(write_csv(rows))
+    settings = batch_settings.model_copy(update={"runtime": runtime})
 
     summary = score_file(
-        ScoreOptions(str(source), str(target), tag="boost", keep=("id",)), batch_settings
+        ScoreOptions(str(source), str(target), tag="boost", keep=("id",)), settings
     )
 
-    assert summary["runtime"] == "sklearn"
+    assert summary["runtime"] == used
     output = read_output(str(target), "parquet")
-    assert_scored_like_the_service(output, registry, "boost", rows)
+    assert_scored_like_the_service(output, registry, "boost", rows, runtime)  # type: ignore[arg-type]
 
 
 # -- bad rows -------------------------------------------------------------------------
