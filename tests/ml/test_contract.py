@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ml import contract as contract_module
 from ml.contract import DataContract, draft, enforce, read_contract, violations
 from ml.errors import DataError, ParamsError
 from ml.params import DataParams
@@ -193,3 +194,19 @@ def test_contract_agrees_with_the_features_the_pipeline_infers(
             assert feature.categories == column.categories, feature.name
         else:
             assert column.type in {"float", "int"}, feature.name
+
+
+def test_draft_command_prints_a_contract_the_source_meets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "extract.csv"
+    penguins_table().to_csv(source, index=False)
+    monkeypatch.setattr("sys.argv", ["ml.contract", str(source)])
+
+    contract_module.main()
+
+    printed = capsys.readouterr().out
+    assert printed.startswith("# Draft data contract: review")
+    drafted = DataContract.model_validate(yaml.safe_load(printed))
+    assert violations(pd.read_csv(source), drafted, line) == []
+    assert drafted.columns["sex"].categories == ["female", "male"]
