@@ -146,7 +146,7 @@ def _category_problems(
 ) -> list[str]:
     allowed = contract.categories or []
     numbers_allowed = all(_is_number(c) for c in allowed)
-    if _is_numeric(values) and not numbers_allowed:
+    if not values.empty and _is_numeric(values) and not numbers_allowed:
         return [f"wrong type: expected category (text), found numbers ({_quote(values, locate)})"]
     text = values.map(str)
     new = text[~text.isin(allowed)]

@@ -133,6 +133,15 @@ def test_enforce_raises_one_message_with_every_problem(
     assert "new category 'Atlantis' (344 rows" in message
 
 
+def test_a_column_with_no_values_is_only_a_problem_when_not_nullable(
+    table: pd.DataFrame, contract: DataContract
+) -> None:
+    # Read from CSV, an all-blank column is float64 NaN: no values, so no wrong type either.
+    blank = table.assign(sex=np.nan, bill_depth_mm=np.nan)
+
+    assert violations(blank, contract, line) == []
+
+
 def test_an_empty_extract_is_a_problem(contract: DataContract, table: pd.DataFrame) -> None:
     assert violations(table.iloc[:0], contract, line) == ["no data rows"]
 
