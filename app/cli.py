@@ -89,23 +89,6 @@ def stream(
     raise typer.Exit(run(Settings(**overrides)))  # type: ignore[arg-type]
 
 
-@cli.command()
-def report(
-    output: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("report.md"),
-    baseline: Annotated[str, typer.Option(help="Git revision to compare metrics with.")] = "main",
-) -> None:
-    """Write the merge-request report: metrics against the baseline revision, and plots."""
-    from ml.errors import ReportError
-    from ml.report import write_report
-
-    try:
-        write_report(output, baseline_rev=baseline)
-    except ReportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"report written to {output}")
-
-
 def _settings() -> Settings:
     """The service settings from the environment, or exit naming the first bad one."""
     from pydantic import ValidationError

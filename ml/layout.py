@@ -10,6 +10,7 @@ from app.registry import load_model, sha256_hex
 from ml.errors import DataError
 
 RAW_DATA = Path("data/raw.csv")
+SOURCE_RECORD = Path("data/source.json")
 PREPARED_DIR = Path("data/prepared")
 TRAIN_DATA = PREPARED_DIR / "train.csv"
 TEST_DATA = PREPARED_DIR / "test.csv"
@@ -22,7 +23,8 @@ PLOTS_DIR = Path("plots")
 CONFUSION_PLOT = PLOTS_DIR / "confusion.csv"
 ROC_DIR = PLOTS_DIR / "roc"
 PR_DIR = PLOTS_DIR / "pr"
-PUBLISH_RECORD = Path("reports/publish.json")
+PUBLISHED_MODEL = Path("reports/published-model.json")  # the publish stage's DVC output
+PUBLISH_RECORD = Path("reports/publish.json")  # what the last publish did: not a DVC output
 
 
 def write_json(path: Path, document: Any) -> None:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from ml.errors import ParamsError
 
 PARAMS_FILE = Path("params.yaml")
+# Dataset descriptions and data contracts: a dependency of the load stage in dvc.yaml.
+DATASETS_DIR = PurePosixPath("ml/datasets")
 ModelType = Literal["logreg", "hgb"]
 
 
@@ -26,11 +28,25 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    """Stage ``load`` (source) and ``preprocess`` (target, dropped columns)."""
+    """Stage ``load`` (source, contract) and ``preprocess`` (target, dropped columns)."""
 
     source: str = Field(min_length=1)
+    # The data contract every extract is checked against (ml/contract.py), or null for none.
+    contract: str | None
     target: str = Field(min_length=1)
     drop_columns: list[str]
+
+    @field_validator("contract")
+    @classmethod
+    def _contract_in_datasets_dir(cls, value: str | None) -> str | None:
+        # Inside ml/datasets/, DVC sees every edit of the contract (the folder is a dependency).
+        if value is None:
+            return value
+        path = PurePosixPath(value)
+        inside = path.parts[: len(DATASETS_DIR.parts)] == DATASETS_DIR.parts
+        if path.is_absolute() or not inside or ".." in path.parts or path.suffix != ".yaml":
+            raise ValueError(f"must be a .yaml file in {DATASETS_DIR}/ or null")
+        return value
 
 
 class PreprocessParams(_Section):

@@ -44,7 +44,11 @@ def line_of(index: Any) -> int:
 
 def read_raw(path: Path, source: str) -> pd.DataFrame:
     """Parse the raw CSV; ``source`` is how error messages name it (the user's file)."""
-    data = path.read_bytes()
+    return parse_csv(path.read_bytes(), source)
+
+
+def parse_csv(data: bytes, source: str) -> pd.DataFrame:
+    """A CSV table with blank lines kept as empty rows, so row ``i`` is on line ``i + 2``."""
     if not data.strip():
         raise DataError(f"{source}: the file is empty: expected a CSV header and rows")
     _check_header(data, source)

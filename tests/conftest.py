@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,6 +30,15 @@ from tests.models import publish
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pycache() -> Path:
+    """Bytecode of the libraries that test subprocesses import, kept across sessions:
+    compiling scikit-learn and pandas afresh costs each new process several seconds."""
+    path = Path(tempfile.gettempdir()) / "ml-api-tests-pycache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

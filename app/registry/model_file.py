@@ -15,6 +15,7 @@ import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from app.errors import ModelRejected
+from app.registry.skops_canonical import canonical_skops
 
 TRUSTED_TYPES: frozenset[str] = frozenset(
     {
@@ -34,8 +35,9 @@ def untrusted_types(data: bytes) -> list[str]:
 
 
 def dump_model(model: Any) -> bytes:
-    """Serialise ``model``; refuse a model the service could not load back."""
-    data: bytes = sio.dumps(model)
+    """Serialise ``model`` reproducibly (equal models give equal bytes, see
+    ``app.registry.skops_canonical``); refuse a model the service could not load back."""
+    data = canonical_skops(sio.dumps(model))
     refused = [name for name in untrusted_types(data) if name not in TRUSTED_TYPES]
     if refused:
         raise ModelRejected(

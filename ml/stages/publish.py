@@ -3,6 +3,12 @@
 Everything is read and checked before the first byte reaches the registry, and
 ``publish_experiment`` writes ``meta.json`` last, so a failure leaves nothing published.
 The registry URL comes from the service settings (``ML_API_REGISTRY_URL``).
+
+Two records: ``reports/published-model.json``, the stage's DVC output, says what this pipeline
+publishes (model sha256 and type, params hash, data fingerprints) and depends on the stage's
+inputs only, so ``dvc.lock`` stays the same from commit to commit; ``reports/publish.json``
+says what happened (tag, commit, whether it existed already, whether it is active) and is no
+DVC output.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from ml.layout import (
     CV_METRICS,
     MODEL_FILE,
     PUBLISH_RECORD,
+    PUBLISHED_MODEL,
     RAW_DATA,
     SCHEMA_FILE,
+    SOURCE_RECORD,
     TEST_DATA,
     TEST_METRICS,
     TRAIN_DATA,
@@ -52,6 +60,8 @@ class Experiment:
     metrics: dict[str, Any]
     cv_scores: dict[str, Any]
     data_fingerprint: str
+    source_record: dict[str, Any]
+    model_sha256: str
 
 
 def publish(registry: ModelRegistry, experiment: Experiment, tag: TagInfo) -> ExperimentMeta:
@@ -73,6 +83,8 @@ def publish(registry: ModelRegistry, experiment: Experiment, tag: TagInfo) -> Ex
         extra={
             "data_fingerprint": experiment.data_fingerprint,
             "data_source": experiment.params.data.source,
+            "data_source_sha256": experiment.source_record["sha256"],
+            "data_contract": experiment.params.data.contract,
             "cv_scores": experiment.cv_scores,
             "params_hash": params_hash(experiment.params_document),
         },
@@ -134,6 +146,8 @@ def gather(params_document: dict[str, Any]) -> Experiment:
         metrics=read_json(TEST_METRICS),
         cv_scores=read_json(CV_METRICS),
         data_fingerprint=_sha256_file(RAW_DATA),
+        source_record=read_json(SOURCE_RECORD),
+        model_sha256=_sha256_file(MODEL_FILE),
     )
 
 
@@ -141,7 +155,7 @@ def _sha256_file(path: Path) -> str:
     try:
         return sha256_hex(path.read_bytes())
     except FileNotFoundError:
-        raise DataError(f"{path}: not found: run the load stage first") from None
+        raise DataError(f"{path}: not found: run the stage that writes it first") from None
 
 
 def _run() -> None:
@@ -158,6 +172,16 @@ def _run() -> None:
             "ML_API_EXPERIMENT_TAG to publish this one",
             file=sys.stderr,
         )
+    write_json(
+        PUBLISHED_MODEL,
+        {
+            "model_sha256": experiment.model_sha256,
+            "model_type": experiment.params.model.type,
+            "params_hash": params_hash(document),
+            "data_fingerprint": experiment.data_fingerprint,
+            "data_source_sha256": experiment.source_record["sha256"],
+        },
+    )
     deployment = registry.read_deployment()
     write_json(
         PUBLISH_RECORD,

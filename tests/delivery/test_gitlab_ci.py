@@ -1,23 +1,29 @@
-"""The GitLab pipeline, evaluated by gitlab-ci-local: which jobs a merge request, a branch and
-`main` get, and the lint and test jobs really run (shell executor, in this checkout)."""
+"""The GitLab pipeline, evaluated by gitlab-ci-local: which jobs a merge request, a branch,
+`main` and a triggered retraining get; the build and shadow jobs run their real scripts
+against stand-ins (a recording buildctl, a recording deployment API), and the lint and test
+jobs really run (shell executor, in this checkout)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.delivery.tools import ROOT
+from tests.delivery.tools import ROOT, load_gitlab_ci
+from tests.ml.deployment_server import DeploymentServer
 
 GCL_VERSION = "4.73.0"  # 4.74+ crashes on Node 20
 GCL_PREFIX = ROOT / ".tools" / "node"
 GCL_BIN = GCL_PREFIX / "node_modules" / ".bin" / "gitlab-ci-local"
 
+RETRAINING = {"retrain", "retrain-report", "retrain-publish", "retrain-shadow"}
 ALL_JOBS = {
     "lint",
     "test",
@@ -29,9 +35,9 @@ ALL_JOBS = {
     "deploy-production",
     "promote-staging",
     "promote-production",
-}
+} | RETRAINING
 EVERY_PIPELINE = {"lint", "test", "train"}
-MAIN_ONLY = ALL_JOBS - EVERY_PIPELINE - {"cml-report"}
+MAIN_ONLY = ALL_JOBS - EVERY_PIPELINE - {"cml-report"} - RETRAINING
 
 MAIN = {"CI_COMMIT_BRANCH": "main", "CI_DEFAULT_BRANCH": "main", "CI_PIPELINE_SOURCE": "push"}
 MERGE_REQUEST = {
@@ -45,6 +51,16 @@ BRANCH = {
     "CI_COMMIT_BRANCH": "feature/better-model",
     "CI_DEFAULT_BRANCH": "main",
     "CI_PIPELINE_SOURCE": "push",
+}
+# What ml-api's trigger sends (POST .../trigger/pipeline, ref=main, variables[...]).
+TRIGGER = {
+    "CI_COMMIT_BRANCH": "main",
+    "CI_DEFAULT_BRANCH": "main",
+    "CI_PIPELINE_SOURCE": "trigger",
+    "RETRAIN_REASON": "drift",
+    "DRIFTED_FEATURES": "bill_length_mm=0.31",
+    "ACTIVE_TAG": "1a2b3c4",
+    "DATA_SOURCE": "s3://extracts/penguins.parquet",
 }
 
 
@@ -78,13 +94,23 @@ def version(binary: str) -> str:
 
 
 def gcl(
-    binary: str, *args: str, variables: dict[str, str], timeout: float = 120
+    binary: str,
+    *args: str,
+    variables: dict[str, str],
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     command = [binary, "--ignore-predefined-vars", ",".join(variables)]
     for name, value in variables.items():
         command += ["--variable", f"{name}={value}"]
     return subprocess.run(
-        [*command, *args], capture_output=True, text=True, check=False, timeout=timeout, cwd=ROOT
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
     )
 
 
@@ -105,7 +131,7 @@ def test_pipeline_defines_every_job(gitlab_ci_local: str) -> None:
 
 def test_main_runs_publish_build_deploy_and_manual_promotion(gitlab_ci_local: str) -> None:
     listing = jobs(gitlab_ci_local, MAIN)
-    assert active(listing) == ALL_JOBS - {"cml-report"}
+    assert active(listing) == ALL_JOBS - {"cml-report"} - RETRAINING
     for name in ("deploy-production", "promote-staging", "promote-production"):
         assert listing[name]["when"] == "manual", name
     for name in ("publish", "build", "deploy-staging"):
@@ -122,30 +148,61 @@ def test_branch_push_only_checks(gitlab_ci_local: str) -> None:
     assert active(jobs(gitlab_ci_local, BRANCH)) == EVERY_PIPELINE
 
 
-def test_plain_list_shows_the_main_pipeline(gitlab_ci_local: str) -> None:
-    done = gcl(gitlab_ci_local, "--list", variables=MAIN)
+def test_triggered_pipeline_retrains_publishes_and_shadows_only(gitlab_ci_local: str) -> None:
+    listing = jobs(gitlab_ci_local, TRIGGER)
+
+    assert active(listing) == RETRAINING
+    for name in RETRAINING:
+        assert listing[name]["when"] == "on_success", name
+    needs = {name: [n["job"] for n in listing[name].get("needs", [])] for name in RETRAINING}
+    # train -> publish -> shadow, each step only after the one before succeeded.
+    assert needs == {
+        "retrain": [],
+        "retrain-report": ["retrain"],
+        "retrain-publish": ["retrain"],
+        "retrain-shadow": ["retrain-publish"],
+    }
+
+
+def test_a_trigger_on_another_branch_runs_nothing(gitlab_ci_local: str) -> None:
+    listing = jobs(gitlab_ci_local, {**TRIGGER, "CI_COMMIT_BRANCH": "feature/x"})
+
+    assert active(listing) == set()
+
+
+def listed(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """Job names of `gitlab-ci-local --list` (a table below a header line)."""
+    lines = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("name "))
+    return [line.split()[0] for line in lines[header + 1 :] if line.strip()]
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        (MAIN, ALL_JOBS - {"cml-report"} - RETRAINING),
+        (MERGE_REQUEST, EVERY_PIPELINE | {"cml-report"}),
+        (TRIGGER, RETRAINING),
+    ],
+    ids=["push-main", "merge-request", "trigger"],
+)
+def test_plain_list_shows_each_pipeline(
+    gitlab_ci_local: str, variables: dict[str, str], expected: set[str]
+) -> None:
+    done = gcl(gitlab_ci_local, "--list", variables=variables)
+
     assert done.returncode == 0, done.stderr
-    listed = {line.split()[0] for line in done.stdout.splitlines()[1:] if line.strip()}
-    assert listed >= ALL_JOBS - {"cml-report"}
+    names = listed(done)
+    assert set(names) == expected
+    assert len(names) == len(set(names))
 
 
 # -- what the file says, beyond rules -------------------------------------------------------
 
 
-class _CiLoader(yaml.SafeLoader):
-    """Reads GitLab's `!reference [job, key]` tags as plain lists."""
-
-
-_CiLoader.add_constructor(
-    "!reference",
-    lambda loader, node: loader.construct_sequence(node),  # type: ignore[arg-type]
-)
-
-
 @pytest.fixture(scope="module")
 def ci() -> dict[str, Any]:
-    text = (ROOT / ".gitlab-ci.yml").read_text(encoding="utf-8")
-    return dict(yaml.load(text, Loader=_CiLoader))  # noqa: S506 (safe subclass)
+    return load_gitlab_ci()
 
 
 def test_training_runs_on_the_large_runner_with_caches(ci: dict[str, Any]) -> None:
@@ -153,7 +210,7 @@ def test_training_runs_on_the_large_runner_with_caches(ci: dict[str, Any]) -> No
     assert "ml-large" in train["tags"]
     script = "\n".join(train["script"])
     assert "dvc repro" in script
-    assert "ml-api report --output report.md" in script
+    assert "python -m ml.report --output report.md" in script
     cache_paths = {p for entry in ci[".python"]["cache"] for p in entry["paths"]}
     assert {".cache/pip/", ".cache/pypoetry/"} <= cache_paths
     assert any(".dvc/cache/" in entry.get("paths", []) for entry in train["cache"][1:])
@@ -168,6 +225,38 @@ def test_publish_tags_the_experiment_with_the_commit(ci: dict[str, Any]) -> None
         assert f'ML_API_REGISTRY_URL="{target}"' in script
     for name in ("STAGING_REGISTRY_URL", "PRODUCTION_REGISTRY_URL"):
         assert ci["variables"][name].startswith("s3://")
+
+
+def test_image_builds_with_rootless_buildkit_and_no_docker_daemon(ci: dict[str, Any]) -> None:
+    build = ci["build"]
+    text = (ROOT / ".gitlab-ci.yml").read_text(encoding="utf-8")
+
+    assert re.fullmatch(r"moby/buildkit:v[\d.]+-rootless", ci["variables"]["BUILDKIT_IMAGE"])
+    assert build["image"] == {"name": "$BUILDKIT_IMAGE", "entrypoint": [""]}
+    assert build["variables"]["BUILDKITD_FLAGS"] == "--oci-worker-no-process-sandbox"
+    assert "services" not in build  # no docker:dind
+    assert "kaniko" not in "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("#")
+    )
+    assert "docker " not in "\n".join(build["script"])
+
+
+def test_retraining_tags_its_experiment_and_shadows_it(ci: dict[str, Any]) -> None:
+    assert ci[".retraining"]["variables"]["ML_API_EXPERIMENT_TAG"] == (
+        "${CI_COMMIT_SHORT_SHA}-r${CI_PIPELINE_IID}"
+    )
+    retrain = "\n".join(ci["retrain"]["script"])
+    assert 'dvc exp run --set-param "data.source=$DATA_SOURCE"' in retrain
+    assert "python -m ml.report --output report.md --baseline HEAD" in retrain
+    assert "params.yaml" in ci["retrain"]["artifacts"]["paths"]
+    assert "cml comment create --target=commit report.md" in ci["retrain-report"]["script"]
+    publish = "\n".join(ci["retrain-publish"]["script"])
+    assert 'ML_API_REGISTRY_URL="$PRODUCTION_REGISTRY_URL" dvc repro --force' in publish
+    shadow = "\n".join(ci["retrain-shadow"]["script"])
+    assert 'python -m ml.shadow_deploy --url "$ML_API_URL" --tag "$ML_API_EXPERIMENT_TAG"' in shadow
+    assert "ML_API_ADMIN_TOKEN" not in shadow  # read from the environment, never an argument
+    assert ci["retrain-shadow"]["environment"]["name"] == "production"
+    assert "replace_ml_model" not in shadow
 
 
 def test_promotion_posts_the_tag_with_the_admin_token(ci: dict[str, Any]) -> None:
@@ -187,6 +276,72 @@ def test_no_credentials_in_the_file(ci: dict[str, Any]) -> None:
 
 
 # -- run jobs for real (shell executor, in this checkout) ------------------------------------
+
+
+RECORDING_BUILDCTL = """#!/bin/sh
+# Stands in for BuildKit: writes its arguments, one per line, and the daemon flags.
+printf '%s\\n' "$@" > "$BUILDCTL_RECORD"
+printf 'BUILDKITD_FLAGS=%s\\n' "$BUILDKITD_FLAGS" >> "$BUILDCTL_RECORD"
+"""
+
+
+def test_build_job_logs_in_and_pushes_both_tags(gitlab_ci_local: str, tmp_path: Path) -> None:
+    stub = tmp_path / "bin" / "buildctl-daemonless.sh"
+    stub.parent.mkdir()
+    stub.write_text(RECORDING_BUILDCTL, encoding="utf-8")
+    stub.chmod(0o755)
+    record = tmp_path / "buildctl-args.txt"
+    variables = {
+        **MAIN,
+        "CI_PROJECT_DIR": str(ROOT),
+        "CI_REGISTRY": "registry.example.test",
+        "CI_REGISTRY_USER": "ci-user",
+        "CI_REGISTRY_PASSWORD": "registry-password",
+        "IMAGE_REPOSITORY": "registry.example.test/ml/ml-api",
+        "CI_COMMIT_SHORT_SHA": "abc1234",
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+    }
+    env = {
+        **os.environ,
+        "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}",
+        "BUILDCTL_RECORD": str(record),
+    }
+
+    done = gcl(gitlab_ci_local, "--force-shell-executor", "build", variables=variables, env=env)
+
+    assert done.returncode == 0, job_output(done)
+    args = record.read_text(encoding="utf-8").splitlines()
+    assert args[:3] == ["build", "--frontend", "dockerfile.v0"]
+    assert ["--local", f"context={ROOT}", "--local", f"dockerfile={ROOT}"] == args[3:7]
+    assert args[args.index("--output") + 1] == (
+        'type=image,"name=registry.example.test/ml/ml-api:abc1234,'
+        'registry.example.test/ml/ml-api:latest",push=true'
+    )
+    assert args[-1] == "BUILDKITD_FLAGS=--oci-worker-no-process-sandbox"
+    config = json.loads((tmp_path / "docker" / "config.json").read_text(encoding="utf-8"))
+    auth = config["auths"]["registry.example.test"]["auth"]
+    assert base64.b64decode(auth).decode() == "ci-user:registry-password"
+
+
+def test_shadow_job_adds_the_retrained_tag_keeping_the_primary(gitlab_ci_local: str) -> None:
+    token = "ci-shadow-token-0123456789"
+    live = {"primary": "1a2b3c4", "candidates": [{"tag": "5d6e7f8", "weight": 5}], "shadows": []}
+    with DeploymentServer(dict(live), token) as server:
+        variables = {
+            **TRIGGER,
+            "CI_PROJECT_DIR": str(ROOT),
+            "CI_COMMIT_SHORT_SHA": "abc1234",
+            "CI_PIPELINE_IID": "12",
+            "ML_API_URL": server.url,
+            "ML_API_ADMIN_TOKEN": token,
+        }
+        done = gcl(gitlab_ci_local, "--force-shell-executor", "retrain-shadow", variables=variables)
+
+    assert done.returncode == 0, job_output(done)
+    (put,) = server.state.puts
+    assert put.authorization == f"Bearer {token}"
+    assert put.body == {**live, "shadows": [{"tag": "abc1234-r12", "percent": 100}]}
+    assert token not in done.stdout + done.stderr
 
 
 def run_job(binary: str, job: str, extra: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -25,3 +25,10 @@ def custom_frame(rows: int = 90, seed: int = 3) -> pd.DataFrame:
             "grade": label,
         }
     )
+
+
+def penguins_table() -> pd.DataFrame:
+    """The packaged penguins table as an extract of it would arrive: every column, raw."""
+    import palmerpenguins
+
+    return palmerpenguins.load_penguins()

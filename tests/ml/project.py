@@ -1,4 +1,8 @@
-"""A throw-away copy of the project as its own git + DVC repository, and the commands on it."""
+"""A throw-away copy of the project as its own git + DVC repository, and the commands on it.
+
+The copy holds what a fresh clone holds for the pipeline: code, DVC and git configuration,
+params, and the committed results (``dvc.lock``, ``metrics/``, ``plots/``); no data, models or
+DVC cache."""
 
 from __future__ import annotations
 
@@ -16,13 +20,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What the pipeline needs from the project: its code, its DVC and git configuration.
 PROJECT_FILES = (
     "dvc.yaml",
+    "dvc.lock",
     "params.yaml",
     ".dvcignore",
     ".gitignore",
     ".dvc/config",
     ".dvc/.gitignore",
 )
-PROJECT_DIRS = ("app", "ml")
+PROJECT_DIRS = ("app", "ml", "metrics", "plots")
 COMMAND_TIMEOUT = 240
 
 
@@ -32,11 +37,13 @@ class Project:
     registry: Path
     env: dict[str, str]
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         completed = subprocess.run(
             list(args),
             cwd=self.root,
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             check=False,
@@ -49,8 +56,10 @@ class Project:
             )
         return completed
 
-    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run(sys.executable, "-m", "dvc", *args, check=check)
+    def dvc(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-m", "dvc", *args, check=check, env=env)
 
     def git(self, *args: str) -> str:
         return self.run("git", *args).stdout

@@ -23,7 +23,7 @@ def dvc_yaml() -> dict[str, Any]:
 
 
 def out_paths(stage: dict[str, Any]) -> list[str]:
-    return [next(iter(out)) if isinstance(out, dict) else out for out in stage["outs"]]
+    return [next(iter(out)) if isinstance(out, dict) else out for out in stage.get("outs", [])]
 
 
 def test_stages_run_in_order_as_modules_with_main() -> None:
@@ -66,7 +66,7 @@ def test_metrics_and_plots_are_stage_outputs_kept_in_git() -> None:
     uncached = {
         next(iter(out))
         for stage in document["stages"].values()
-        for out in stage["outs"]
+        for out in stage.get("outs", [])
         if isinstance(out, dict) and next(iter(out.values())).get("cache") is False
     }
 
@@ -74,10 +74,33 @@ def test_metrics_and_plots_are_stage_outputs_kept_in_git() -> None:
     assert "plots" in uncached
 
 
-def test_publish_is_never_restored_from_the_run_cache() -> None:
+def test_publish_output_is_never_restored_from_the_run_cache() -> None:
+    # persist keeps a stage out of DVC's run-cache (dvc/stage/cache.py, _can_hash): a cached
+    # publish would skip the registry write. Its run record (tag, commit) is no output: it
+    # changes with every commit, and dvc.lock must not.
     (out,) = dvc_yaml()["stages"]["publish"]["outs"]
 
-    assert out == {"reports/publish.json": {"persist": True}}
+    assert out == {str(layout.PUBLISHED_MODEL): {"persist": True}}
+    assert layout.PUBLISH_RECORD.parts[0] == "reports"
+    assert "/reports/" in (PROJECT_ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+
+
+def test_load_tracks_the_source_the_contracts_and_what_it_read() -> None:
+    load = dvc_yaml()["stages"]["load"]
+
+    assert {"${data.source}", "ml/datasets", "ml/contract.py"} <= set(load["deps"])
+    assert {"data.source", "data.contract"} <= set(load["params"])
+    assert out_paths(load) == [str(layout.RAW_DATA), str(layout.SOURCE_RECORD)]
+    assert str(layout.SOURCE_RECORD) in dvc_yaml()["stages"]["publish"]["deps"]
+
+
+def test_dvc_ignores_the_local_registry_but_not_the_registry_code() -> None:
+    # A bare "registry/" would also hide app/registry/, a dependency of train and publish.
+    patterns = (PROJECT_ROOT / ".dvcignore").read_text(encoding="utf-8").splitlines()
+
+    assert "/registry/" in patterns
+    assert "registry/" not in patterns
+    assert "__pycache__/" in patterns
 
 
 def test_default_remote_is_a_local_folder_inside_the_repo() -> None:

@@ -6,9 +6,11 @@ import hashlib
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from app.registry.store import ModelRegistry
 from app.serving.inputs import InputLimits
@@ -18,7 +20,7 @@ from ml.layout import RAW_DATA, SCHEMA_FILE, TEST_DATA
 from ml.report import write_report
 from ml.schema import json_rows, read_schema, read_split
 from tests.ml.conftest import PenguinsRun
-from tests.ml.project import Project
+from tests.ml.project import PROJECT_ROOT, Project
 
 LIMITS = InputLimits(max_rows=1000, max_string_length=256)
 
@@ -87,6 +89,74 @@ def test_second_repro_reruns_nothing(penguins_run: PenguinsRun) -> None:
 def test_running_the_pipeline_twice_gives_identical_metrics(penguins_run: PenguinsRun) -> None:
     assert penguins_run.rerun_metrics == penguins_run.baseline_metrics
     assert penguins_run.rerun_cv == penguins_run.baseline_cv
+
+
+def test_forced_rerun_writes_byte_identical_outputs(penguins_run: PenguinsRun) -> None:
+    first, again = penguins_run.first_outputs, penguins_run.rerun_outputs
+
+    assert {
+        "data/raw.csv",
+        "data/source.json",
+        "data/prepared/train.csv",
+        "models/model.skops",
+        "metrics/cv.json",
+        "metrics/metrics.json",
+        "plots/confusion.csv",
+        "reports/published-model.json",
+    } <= set(first)
+    different = sorted(
+        path for path in first.keys() | again.keys() if first.get(path) != again.get(path)
+    )
+    assert not different, f"outputs differ between two runs of the same commit: {different}"
+
+
+def test_forced_rerun_leaves_dvc_lock_and_committed_results_unchanged(
+    penguins_run: PenguinsRun,
+) -> None:
+    assert penguins_run.rerun_lock == penguins_run.fresh_lock
+    # dvc.lock, metrics/ and plots/ are committed: a rerun must not show up in git.
+    assert penguins_run.rerun_git_status == ""
+
+
+def test_the_registry_holds_the_model_file_dvc_tracks(penguins_run: PenguinsRun) -> None:
+    meta = registry_of(penguins_run.project).read_meta(penguins_run.baseline_tag)
+
+    assert meta.model_sha256 == penguins_run.first_outputs["models/model.skops"]
+
+
+def test_a_fresh_clone_publishes_and_leaves_git_clean(penguins_run: PenguinsRun) -> None:
+    # What `make run` does first on a new machine: outputs are rebuilt from the committed
+    # dvc.lock, the baseline is published, and nothing committed changes.
+    assert "Running stage 'publish'" in penguins_run.repro_stdout
+    assert penguins_run.fresh_git_status == ""
+
+
+def test_committed_dvc_lock_is_what_a_fresh_run_writes(penguins_run: PenguinsRun) -> None:
+    """The repository's dvc.lock is up to date: after changing a stage's code, data or params,
+    run `dvc repro` and commit dvc.lock, metrics/ and plots/ with the change."""
+    fresh = yaml.safe_load(penguins_run.fresh_lock)
+    committed = yaml.safe_load((PROJECT_ROOT / "dvc.lock").read_text(encoding="utf-8"))
+
+    stale = [
+        f"{stage}: {path}"
+        for stage in sorted(fresh["stages"].keys() | committed["stages"].keys())
+        for path in _lock_differences(
+            fresh["stages"].get(stage, {}), committed["stages"].get(stage, {})
+        )
+    ]
+    assert not stale, f"dvc.lock is stale (run `dvc repro` and commit it): {stale}"
+
+
+def _lock_differences(fresh: dict[str, Any], committed: dict[str, Any]) -> list[str]:
+    def entries(stage: dict[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = {"cmd": stage.get("cmd"), "params": stage.get("params")}
+        for kind in ("deps", "outs"):
+            for entry in stage.get(kind, []):
+                found[f"{kind} {entry['path']}"] = entry
+        return found
+
+    ours, theirs = entries(fresh), entries(committed)
+    return sorted(key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key))
 
 
 def test_hgb_experiment_is_published_under_its_own_tag(penguins_run: PenguinsRun) -> None:

@@ -22,7 +22,7 @@ def run(
     target: str = "label",
     drop: tuple[str, ...] = (),
 ) -> Prepared:
-    data = DataParams(source=path.name, target=target, drop_columns=list(drop))
+    data = DataParams(source=path.name, contract=None, target=target, drop_columns=list(drop))
     raw = read_raw(path, path.name)
     return preprocess(raw, source=path.name, data=data, params=preprocess_params)
 

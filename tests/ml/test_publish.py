@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -20,6 +21,7 @@ from ml import layout
 from ml.params import Params
 from ml.schema import missing_mask, model_frame, write_schema
 from ml.stages import publish as publish_stage
+from ml.stages.load import load
 from ml.stages.preprocess import Prepared
 from ml.stages.publish import recorded_params, reference_frame
 from ml.stages.train import Trained
@@ -42,8 +44,7 @@ def workspace(
     monkeypatch.setenv("ML_API_REGISTRY_URL", str(tmp_path / "registry"))
     monkeypatch.setenv("ML_API_EXPERIMENT_TAG", "unit-1")
     shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
-    layout.RAW_DATA.parent.mkdir(parents=True)
-    shutil.copy(penguins_csv, layout.RAW_DATA)
+    layout.write_json(layout.SOURCE_RECORD, load(str(penguins_csv), layout.RAW_DATA))
     layout.PREPARED_DIR.mkdir(parents=True, exist_ok=True)
     prepared_penguins.train.to_csv(layout.TRAIN_DATA, index=False)
     prepared_penguins.test.to_csv(layout.TEST_DATA, index=False)
@@ -70,7 +71,20 @@ def test_publish_writes_a_loadable_active_experiment_and_its_record(workspace: P
     assert record["already_published"] is False
     assert model.meta.metrics == {"accuracy": 0.99}
     assert model.meta.model_extra is not None
-    assert len(model.meta.model_extra["data_fingerprint"]) == 64
+    source = json.loads(layout.SOURCE_RECORD.read_text(encoding="utf-8"))
+    assert model.meta.model_extra["data_fingerprint"] == source["raw_sha256"]
+    assert model.meta.model_extra["data_source_sha256"] == source["sha256"]
+    assert model.meta.model_extra["data_contract"] == "ml/datasets/palmerpenguins.schema.yaml"
+    # The registry holds the very bytes the train stage wrote (skops files are reproducible).
+    model_sha256 = hashlib.sha256(layout.MODEL_FILE.read_bytes()).hexdigest()
+    assert record["model_sha256"] == model_sha256
+    assert json.loads(layout.PUBLISHED_MODEL.read_text(encoding="utf-8")) == {
+        "model_sha256": model_sha256,
+        "model_type": "logreg",
+        "params_hash": model.meta.model_extra["params_hash"],
+        "data_fingerprint": source["raw_sha256"],
+        "data_source_sha256": source["sha256"],
+    }
 
 
 def test_publishing_a_published_tag_again_is_no_error(
@@ -119,6 +133,7 @@ def test_failure_exits_1_with_one_line_and_publishes_nothing(
     assert re.search(message, err)
     assert published(workspace) == []
     assert not layout.PUBLISH_RECORD.exists()
+    assert not layout.PUBLISHED_MODEL.exists()
 
 
 def test_invalid_tag_override_publishes_nothing(

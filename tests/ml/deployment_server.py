@@ -1,0 +1,97 @@
+"""A stand-in for the service's ``GET``/``PUT /deployment``: a real HTTP server on 127.0.0.1
+that holds one spec, checks the bearer token and records every request."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    authorization: str | None
+    body: Any
+
+
+@dataclass
+class DeploymentState:
+    spec: dict[str, Any]
+    token: str
+    requests: list[Recorded] = field(default_factory=list)
+    # Answer PUT with this (status, body) instead of storing the spec.
+    refuse_put: tuple[int, dict[str, Any]] | None = None
+    # Stored in place of the spec after a PUT: someone else changed it at the same moment.
+    replaced_after_put: dict[str, Any] | None = None
+
+    @property
+    def puts(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "PUT"]
+
+
+class DeploymentServer:
+    """``with DeploymentServer(spec, token) as server:``; ``server.url``, ``server.state``."""
+
+    def __init__(self, spec: dict[str, Any], token: str) -> None:
+        self.state = DeploymentState(spec=spec, token=token)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> DeploymentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+def _handler(state: DeploymentState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_PUT(self) -> None:
+            self._serve("PUT")
+
+        def _serve(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body = json.loads(raw) if raw else None
+            authorization = self.headers.get("Authorization")
+            state.requests.append(Recorded(method, self.path, authorization, body))
+            if self.path != "/deployment":
+                return self._answer(404, {"error": {"code": "not_found", "message": self.path}})
+            if authorization != f"Bearer {state.token}":
+                return self._answer(401, {"error": {"code": "unauthorized", "message": "token"}})
+            if method == "PUT":
+                if state.refuse_put is not None:
+                    return self._answer(*state.refuse_put)
+                stored = body if isinstance(body, dict) else {}
+                state.spec = state.replaced_after_put or stored
+            return self._answer(200, state.spec)
+
+        def _answer(self, status: int, document: dict[str, Any]) -> None:
+            data = json.dumps(document).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the test asserts on the recorded requests instead."""
+
+    return Handler
