@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 import importlib
 from pathlib import Path
@@ -111,3 +112,65 @@ def test_default_remote_is_a_local_folder_inside_the_repo() -> None:
     url = config["'remote \"local\"'"]["url"]  # DVC quotes the section name
     assert not Path(url).is_absolute()
     assert "/storage" in (PROJECT_ROOT / ".dvc" / ".gitignore").read_text(encoding="utf-8")
+
+
+def _project_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.split(".")[0] in {"app", "ml"}}
+
+
+def _module_file(name: str) -> Path | None:
+    base = PROJECT_ROOT.joinpath(*name.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _has_code(path: Path) -> bool:
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    docstring = (
+        body[:1] and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+    )
+    return len(body) > (1 if docstring else 0)
+
+
+def imported_files(module: str) -> set[Path]:
+    """Every project file ``module`` imports, directly or not (packages' __init__ included)."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        parts = todo.pop().split(".")
+        for end in range(1, len(parts) + 1):
+            found = _module_file(".".join(parts[:end]))
+            if found is not None and found not in seen:
+                seen.add(found)
+                todo.extend(_project_imports(found))
+    return seen
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_module_a_stage_imports_is_a_dependency(stage: str) -> None:
+    """A change to any module a stage imports must rerun it: each one (package markers with no
+    code aside) is a dependency, itself or through its folder."""
+    deps = [PROJECT_ROOT / dep for dep in dvc_yaml()["stages"][stage]["deps"] if "${" not in dep]
+    missing = sorted(
+        str(path.relative_to(PROJECT_ROOT))
+        for path in imported_files(f"ml.stages.{stage}")
+        if _has_code(path) and not any(path == dep or dep in path.parents for dep in deps)
+    )
+    assert not missing, f"{stage} imports {missing} but dvc.yaml does not list them"
+
+
+def test_the_import_walk_sees_through_packages() -> None:
+    """The check above can fail: publish reaches app/serving/inputs.py only through
+    app.publishing."""
+    files = {str(p.relative_to(PROJECT_ROOT)) for p in imported_files("ml.stages.publish")}
+    assert {"app/publishing/publish.py", "app/serving/inputs.py", "app/registry/store.py"} <= files
