@@ -68,11 +68,6 @@ UNKNOWN_CATEGORIES = Counter(
     "Category values never seen in training (served, but a sign of drift).",
     ["model_tag", "feature"],
 )
-MODEL_REQUESTS = Counter(
-    "ml_api_model_requests",
-    "Prediction requests served by a model (shadows: mirrored requests scored).",
-    ["model_tag", "role"],
-)
 MODEL_ERRORS = Counter(
     "ml_api_model_errors",
     "Model calls that failed (a candidate's failure is answered by the primary).",
@@ -80,7 +75,8 @@ MODEL_ERRORS = Counter(
 )
 MODEL_INFERENCE = Histogram(
     "ml_api_model_inference_seconds",
-    "Time from a request reaching its model to its probabilities (micro-batching included).",
+    "Time from a request reaching its model to its probabilities (micro-batching included); "
+    "its _count is the requests each model served (shadows: mirrored requests scored).",
     ["model_tag", "role"],
     buckets=LATENCY_BUCKETS,
 )
@@ -355,7 +351,7 @@ class ServiceMetrics:
         offline_accuracy: float | None = None,
     ) -> None:
         """Create a model's series at zero, so panels show 0 rather than "No data"."""
-        self._child(MODEL_REQUESTS, tag, role)
+        self._child(MODEL_INFERENCE, tag, role)
         self._child(MODEL_ERRORS, tag, role)
         for result in ("correct", "incorrect"):
             self._child(FEEDBACK, tag, role, result)
@@ -403,7 +399,6 @@ class ServiceMetrics:
         INVALID_REQUESTS.labels(reason).inc()
 
     def model_served(self, tag: str, role: str, seconds: float) -> None:
-        self._child(MODEL_REQUESTS, tag, role).inc()
         self._child(MODEL_INFERENCE, tag, role).observe(seconds)
 
     def model_failed(self, tag: str, role: str) -> None:

@@ -197,6 +197,7 @@ class FeedbackOut(BaseModel):
 
 
 FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Body is not valid JSON."),
     401: _error("Missing or wrong bearer token (ML_API_FEEDBACK_TOKEN)."),
     403: _error("Feedback is disabled, or the request id is forged."),
     404: _error("No prediction with that request id."),

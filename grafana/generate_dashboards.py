@@ -634,8 +634,8 @@ def observed_traffic_share() -> timeseries.Panel:
             "Compare with the configured weights next to it; a candidate whose share falls to "
             "0 was probably taken out by the canary guard.",
             query(
-                f"sum by (model_tag) (rate(ml_api_model_requests_total{{{ARMS}}}[{RATE}]))"
-                f" / scalar(sum(rate(ml_api_model_requests_total{{{ARMS}}}[{RATE}])))",
+                f"sum by (model_tag) (rate(ml_api_model_inference_seconds_count{{{ARMS}}}[{RATE}]))"
+                f" / scalar(sum(rate(ml_api_model_inference_seconds_count{{{ARMS}}}[{RATE}])))",
                 legend="{{model_tag}}",
             ),
         )
@@ -666,7 +666,7 @@ def model_requests() -> timeseries.Panel:
         "Requests by model and role",
         "Prediction requests per second each model served (shadows: mirrored requests scored).",
         query(
-            f"sum by (model_tag, role) (rate(ml_api_model_requests_total[{RATE}]))",
+            f"sum by (model_tag, role) (rate(ml_api_model_inference_seconds_count[{RATE}]))",
             legend="{{model_tag}} ({{role}})",
         ),
     ).unit("reqps")

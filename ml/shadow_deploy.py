@@ -4,8 +4,9 @@ The last step of the retraining pipeline (``.gitlab-ci.yml``, job ``retrain-shad
 service keeps a deployment spec behind ``GET``/``PUT /deployment`` (admin bearer token): a
 primary, candidates that share the traffic, and shadows that score a copy of it and answer no
 one. This command reads the spec, adds ``{"tag": TAG, "percent": PERCENT}`` to the shadows
-(replacing an older entry for the same tag), keeps the primary and the candidates exactly as
-read, writes the spec back, and reads it again to check. Promoting the shadow to a candidate or
+(replacing an older entry for the same tag), keeps everything else exactly as read (primary,
+candidates, the guard's, bandit's and analysis' settings), writes the spec back, and reads it
+again to check. Promoting the shadow to a candidate or
 the primary stays a person's decision.
 
     ML_API_ADMIN_TOKEN=... python -m ml.shadow_deploy --url "$ML_API_URL" --tag 1a2b3c4-r12
@@ -42,8 +43,8 @@ class ShadowError(PipelineError):
 
 
 def with_shadow(spec: Mapping[str, Any], tag: str, percent: int) -> dict[str, Any]:
-    """The PUT body: ``spec``'s primary and candidates as they are, its shadows with ``tag``
-    at ``percent`` (an older entry for ``tag`` is replaced)."""
+    """The PUT body: ``spec`` as it is, its shadows with ``tag`` at ``percent`` (an older
+    entry for ``tag`` is replaced)."""
     primary, candidates, shadows = _parts(spec)
     if tag == primary:
         raise ShadowError(f"experiment {tag!r} is the primary already; nothing to shadow")
@@ -53,21 +54,17 @@ def with_shadow(spec: Mapping[str, Any], tag: str, percent: int) -> dict[str, An
             "candidates first to shadow it"
         )
     others = [shadow for shadow in shadows if _tag_of(shadow) != tag]
-    return {
-        "primary": primary,
-        "candidates": list(candidates),
-        "shadows": [*others, {"tag": tag, "percent": percent}],
-    }
+    return {**spec, "shadows": [*others, {"tag": tag, "percent": percent}]}
 
 
 def deploy_shadow(client: httpx.Client, tag: str, percent: int) -> dict[str, Any]:
     """Add ``tag`` as a shadow on the service ``client`` talks to; return the spec it holds
     afterwards. Raises ShadowError."""
-    before = _request(client, "GET", None)
+    before = _spec_of(_request(client, "GET", None))
     body = with_shadow(before, tag, percent)
     if body["shadows"] != list(_parts(before)[2]):
         _request(client, "PUT", body)
-    after = _request(client, "GET", None)
+    after = _spec_of(_request(client, "GET", None))
     primary, candidates, shadows = _parts(after)
     if primary != body["primary"] or _tags(candidates) != _tags(body["candidates"]):
         raise ShadowError(
@@ -78,6 +75,15 @@ def deploy_shadow(client: httpx.Client, tag: str, percent: int) -> dict[str, Any
     if not any(_tag_of(s) == tag and s.get("percent") == percent for s in shadows):
         raise ShadowError(f"the service accepted the spec but does not list {tag!r} as a shadow")
     return after
+
+
+def _spec_of(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec inside ``GET /deployment``'s answer (the record: revision, history, figures and
+    the spec under ``spec``)."""
+    spec = document.get("spec")
+    if not isinstance(spec, dict):
+        raise ShadowError(f"GET {DEPLOYMENT_PATH} answered without a spec: {dict(document)!r}")
+    return spec
 
 
 def _parts(spec: Mapping[str, Any]) -> tuple[str, Sequence[Any], Sequence[Mapping[str, Any]]]:

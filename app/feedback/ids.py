@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,16 +41,22 @@ def _base36(number: int) -> str:
 
 class RequestIds:
     def __init__(self, secret: bytes | None) -> None:
-        """``secret`` None: plain random ids (feedback is off, nothing to verify)."""
+        """``secret`` None: plain ids (feedback is off, nothing to verify)."""
         self._key = (
             None if secret is None else hmac.new(secret, b"ml-api request ids", "sha256").digest()
         )
+        # Unique without a system call per request: a random prefix per process (workers and
+        # replicas differ) and a counter. Ours need to be unique, not secret: the signature is
+        # what makes them unforgeable.
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
 
     def issue(self, now: float | None = None) -> str:
+        serial = next(self._counter)
         if self._key is None:
-            return uuid.uuid4().hex
+            return f"{self._prefix}{serial:016x}"
         issued = _base36(int((time.time() if now is None else now) * 1000)).rjust(6, "0")
-        body = f"{issued}.{os.urandom(8).hex()}"
+        body = f"{issued}.{self._prefix[:8]}{serial & 0xFFFFFFFF:08x}"
         return f"{body}.{self._sign(body)}"
 
     def _sign(self, body: str) -> str:

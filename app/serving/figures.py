@@ -67,7 +67,7 @@ def _arms(plan: ServingPlan, samples: Samples) -> list[dict[str, Any]]:
     spec = plan.spec
     arms = [(spec.primary, "primary"), *((c.tag, "candidate") for c in spec.candidates)]
     served = {
-        tag: _sum(samples, "ml_api_model_requests_total", model_tag=tag, role=role)
+        tag: _sum(samples, "ml_api_model_inference_seconds_count", model_tag=tag, role=role)
         for tag, role in arms
     }
     total = sum(served.values())

@@ -19,19 +19,22 @@ pytestmark = pytest.mark.e2e
 def test_benchmark_smoke_run_prints_a_table_without_errors() -> None:
     command = [sys.executable, str(ROOT / "bench" / "run.py"), "--skip-peer"]
     result = subprocess.run(
-        [*command, "--duration", "1", "--clients", "1,8"],
+        [*command, "--duration", "1", "--clients", "1,8", "--models", "heavy", "--repeats", "2"],
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ml-api (1 worker)")]
+    rows = [line for line in result.stdout.splitlines() if "| ml-api (1 worker) |" in line]
     assert len(rows) == 3  # 1 and 8 clients on one row, 8 clients on 100 rows
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert float(cells[3].replace(",", "")) > 50  # req/s
-        assert cells[6] == "0"  # errors
+        assert cells[0] == "heavy"
+        assert float(cells[4].replace(",", "")) > 50  # req/s
+        assert cells[5].endswith("%")  # spread of the two runs
+        assert cells[8] == "0"  # errors
+        assert cells[10].endswith("%")  # CPU steal
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")

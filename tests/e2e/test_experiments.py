@@ -122,8 +122,9 @@ def test_a_90_10_split_holds_and_keys_are_sticky_across_workers(two_workers: Any
 
 def test_a_shadow_never_changes_answers_and_its_figures_appear(two_workers: Any) -> None:
     server, _ = two_workers
-    put_spec(server.url, {"primary": "base", "shadows": [{"tag": "boost", "percent": 100}]})
-    described = httpx.get(f"{server.url}/deployment", headers=auth_headers()).json()
+    described = put_spec(
+        server.url, {"primary": "base", "shadows": [{"tag": "boost", "percent": 100}]}
+    )
     revision_reached(server.url, described["revision"], workers=2)
     rows = sample_rows(40, offset=100)
     expected = trained("logreg").predict_proba(model_frame(rows))

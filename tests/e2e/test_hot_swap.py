@@ -161,6 +161,7 @@ async def _swapper(
             # Guarantee 2: once the swap returned, this worker serves the new model.
             after = await http.post("/predict", json={"instances": ROWS})
             assert after.json()["model_tag"] == target
+            bodies.append(after.json())  # traffic too (the clients may all sit on one worker)
             async with progress:  # let traffic flow between swaps
                 wanted = (i + 1) * 20
                 await progress.wait_for(lambda: len(bodies) >= wanted)  # noqa: B023

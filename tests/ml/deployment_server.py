@@ -1,5 +1,6 @@
 """A stand-in for the service's ``GET``/``PUT /deployment``: a real HTTP server on 127.0.0.1
-that holds one spec, checks the bearer token and records every request."""
+that holds one spec, checks the bearer token and records every request. It answers as the
+service does: the record (revision, history, figures) with the spec under ``spec``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class DeploymentState:
     spec: dict[str, Any]
     token: str
     requests: list[Recorded] = field(default_factory=list)
+    revision: int = 1
     # Answer PUT with this (status, body) instead of storing the spec.
     refuse_put: tuple[int, dict[str, Any]] | None = None
     # Stored in place of the spec after a PUT: someone else changed it at the same moment.
@@ -81,7 +83,9 @@ def _handler(state: DeploymentState) -> type[BaseHTTPRequestHandler]:
                     return self._answer(*state.refuse_put)
                 stored = body if isinstance(body, dict) else {}
                 state.spec = state.replaced_after_put or stored
-            return self._answer(200, state.spec)
+                state.revision += 1
+            record = {"revision": state.revision, "spec": state.spec, "history": [], "figures": {}}
+            return self._answer(200, record)
 
         def _answer(self, status: int, document: dict[str, Any]) -> None:
             data = json.dumps(document).encode()

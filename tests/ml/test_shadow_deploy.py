@@ -23,6 +23,8 @@ LIVE = {
     "primary": "1a2b3c4",
     "candidates": [{"tag": "5d6e7f8", "weight": 10}],
     "shadows": [{"tag": "0f0f0f0-r3", "percent": 20}],
+    "guard": {"enabled": True, "min_requests": 500},
+    "analysis": {"alpha": 0.01},
 }
 
 
@@ -56,6 +58,9 @@ def test_adds_the_shadow_and_keeps_primary_and_candidates(
         "primary": "1a2b3c4",
         "candidates": [{"tag": "5d6e7f8", "weight": 10}],
         "shadows": [{"tag": "0f0f0f0-r3", "percent": 20}, {"tag": "1a2b3c4-r7", "percent": 100}],
+        # The guard's and the analysis' settings are not reset to their defaults.
+        "guard": {"enabled": True, "min_requests": 500},
+        "analysis": {"alpha": 0.01},
     }
     assert [r.method for r in server.state.requests] == ["GET", "PUT", "GET"]
     assert server.state.spec["primary"] == "1a2b3c4"

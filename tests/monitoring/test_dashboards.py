@@ -35,7 +35,6 @@ METRIC_CONTRACT = {
     "ml_api_model_ready": "gauge",
     "ml_api_input_drift_psi": "gauge",
     "ml_api_unknown_categories_total": "counter",
-    "ml_api_model_requests_total": "counter",
     "ml_api_model_errors_total": "counter",
     "ml_api_model_inference_seconds": "histogram",
     "ml_api_traffic_weight_percent": "gauge",

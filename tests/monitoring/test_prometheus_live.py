@@ -160,6 +160,12 @@ def _experiment(url: str) -> None:
             body = http.post(
                 "/predict", json={"instances": [row]}, headers={"X-ML-API-Key": f"u{i}"}
             ).json()
+            # Every third label contradicts the model, so each arm has successes and failures
+            # and the A/B tests have something to test.
+            if i % 3 == 0:
+                label = next(
+                    c for c in ("Adelie", "Gentoo") if c != body["predictions"][0]["label"]
+                )
             items.append({"request_id": body["request_id"], "label": label})
         feedback = http.post(
             "/feedback",
