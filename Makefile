@@ -19,6 +19,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
 PYTEST_ARGS ?=
+# Test files run in parallel processes (pytest-xdist), each file whole in one process so its
+# session servers (Prometheus, Redis, Kafka, S3) start once per process; PYTEST_WORKERS=0 runs
+# everything in this process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help install train run serve test lint format bench
 
@@ -54,7 +58,7 @@ serve: install
 	ML_API_ADMIN_TOKEN="$$token" exec $(VENV_BIN)/ml-api serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: install
-	$(VENV_BIN)/pytest $(PYTEST_ARGS)
+	$(VENV_BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(VENV_BIN)/ruff check .

@@ -155,6 +155,7 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
         retention_seconds=settings.provided.feedback_retention_seconds,
         flush_seconds=settings.provided.feedback_flush_seconds,
+        recorder=recorder,
     )
     bandit = providers.Singleton(
         BanditLoop, deployment=deployment, store=feedback_store, metrics=metrics

@@ -1,8 +1,10 @@
 """The OIP path against /predict, in-process (no HTTP, no network): microseconds per request on
-the same rows, and optionally a pyinstrument profile of ``/v2/models/ml-api/infer``.
+the same rows, and optionally a pyinstrument profile of one path and request size.
 
     .venv/bin/python bench/oip_profile.py --requests 3000
     .venv/bin/python bench/oip_profile.py --requests 3000 --profile   # + where the time goes
+    .venv/bin/python bench/oip_profile.py --model heavy --profile --profile-path /predict \
+        --profile-rows 100                                            # 100 named rows, HGB
 """
 
 from __future__ import annotations
@@ -82,12 +84,17 @@ async def _timings(
 
 def main(
     requests: Annotated[int, typer.Option(min=100, max=100_000)] = 3000,
-    profile: Annotated[bool, typer.Option(help="Print a profile of the OIP path.")] = False,
+    profile: Annotated[bool, typer.Option(help="Print a profile of one path.")] = False,
+    model: Annotated[str, typer.Option(help="light or heavy (bench_model.py)")] = "light",
+    profile_path: Annotated[str, typer.Option(help=f"{INFER} or /predict")] = INFER,
+    profile_rows: Annotated[int, typer.Option(help="rows per profiled request: 1 or 100")] = 1,
 ) -> None:
+    if profile_path not in (INFER, "/predict") or profile_rows not in (1, 100):
+        raise typer.BadParameter(f"--profile-path {INFER} or /predict, --profile-rows 1 or 100")
     with tempfile.TemporaryDirectory() as tmp:
-        x = bench_model.build(Path(tmp) / "registry")
+        x = bench_model.build(Path(tmp) / "registry", kind=model)
         settings = Settings(registry_url=str(Path(tmp) / "registry"), log_level="warning")
-        print("in-process, microseconds per request (no HTTP)")
+        print(f"in-process, microseconds per request (no HTTP), {model} model")
         print("| path | rows | mean | p50 | p99 |")
         print("|---|---|---|---|---|")
         for rows in (1, 100):
@@ -99,7 +106,8 @@ def main(
                 p99 = timings[int(len(timings) * 0.99)] * 1e6
                 print(f"| {path} | {rows} | {mean:.0f} | {p50:.0f} | {p99:.0f} |", flush=True)
         if profile:
-            asyncio.run(_timings(settings, INFER, bodies(x, 1)[INFER], requests, True))
+            body = bodies(x, profile_rows)[profile_path]
+            asyncio.run(_timings(settings, profile_path, body, requests, True))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from app.errors import BrokenExperiment, ExperimentNotFound, ServiceError
 from app.feedback.ids import RequestIds
+from app.feedback.recorder import PredictionRecorder
 from app.feedback.store import ALL, FeedbackStore, PredictionRecord, revision_scope
 from app.metrics import ServiceMetrics
 from app.registry.store import ModelRegistry
@@ -28,6 +29,9 @@ from app.registry.store import ModelRegistry
 # A request id we issued may still sit in its worker's buffer: its record reaches the store
 # within a flush. Feedback for an id this young waits for it instead of calling it unknown.
 JOIN_PATIENCE_FLUSHES = 3
+# A caller's own request id carries no issue time: when it is not in the store, it may still
+# sit in another worker's buffer, so it waits this many flushes before it is called unknown.
+CALLER_PATIENCE_FLUSHES = 2
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,12 @@ class FeedbackService:
         metrics: ServiceMetrics,
         retention_seconds: float,
         flush_seconds: float,
+        recorder: PredictionRecorder | None = None,
     ) -> None:
+        """``recorder``: this worker's buffer of served requests, written before a join so
+        feedback sent right after its prediction finds it."""
         self._store = store
+        self._recorder = recorder
         self._ids = ids
         self._registry = registry
         self._metrics = metrics
@@ -85,7 +93,7 @@ class FeedbackService:
         now = time.time()
         outcomes: dict[int, Outcome] = {}
         pending: dict[int, FeedbackItem] = {}
-        young: set[str] = set()
+        young: dict[str, float] = {}
         for index, item in enumerate(items):
             rejection = self._check_id(index, item, now, young)
             if rejection is not None:
@@ -109,8 +117,10 @@ class FeedbackService:
         return ordered
 
     def _check_id(
-        self, index: int, item: FeedbackItem, now: float, young: set[str]
+        self, index: int, item: FeedbackItem, now: float, young: dict[str, float]
     ) -> Outcome | None:
+        """A rejection of the id itself, or None; ids that may not have reached the store yet
+        go into ``young`` with how long to wait for them."""
         check = self._ids.check(item.request_id)
         if check.kind == "malformed":
             return _rejected(
@@ -127,6 +137,8 @@ class FeedbackService:
                 "wrong: it was not issued by this service",
                 403,
             )
+        if check.kind == "caller":
+            young[item.request_id] = CALLER_PATIENCE_FLUSHES * self._flush
         if check.kind == "ours" and check.issued_at is not None:
             if now - check.issued_at > self._retention:
                 return _rejected(
@@ -137,16 +149,20 @@ class FeedbackService:
                     410,
                 )
             if now - check.issued_at < JOIN_PATIENCE_FLUSHES * self._flush + 1:
-                young.add(item.request_id)
+                young[item.request_id] = JOIN_PATIENCE_FLUSHES * self._flush + 1
         return None
 
     async def _join(
-        self, pending: dict[int, FeedbackItem], young: set[str]
+        self, pending: dict[int, FeedbackItem], young: dict[str, float]
     ) -> dict[str, PredictionRecord]:
         ids = [item.request_id for item in pending.values()]
+        if self._recorder is not None:
+            # Also waits for a flush under way, which may hold the very record asked for.
+            await self._recorder.flush()
         records = await anyio.to_thread.run_sync(self._store().predictions, ids)
         waiting = [i for i in ids if i in young and i not in records]
-        deadline = time.monotonic() + JOIN_PATIENCE_FLUSHES * self._flush + 1
+        patience = max((young[i] for i in waiting), default=0.0)
+        deadline = time.monotonic() + patience
         while waiting and time.monotonic() < deadline:
             await asyncio.sleep(self._flush / 2)
             records |= await anyio.to_thread.run_sync(self._store().predictions, waiting)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,22 @@ async def test_a_store_outage_keeps_predictions_flowing_and_answers_503(
             assert late.status_code == 200, late.text
     finally:
         redis.stop()
+
+
+async def test_feedback_right_after_the_prediction_is_joined_without_waiting_for_a_flush(
+    feedback_settings: Settings,
+) -> None:
+    # The periodic flush is 10 s away: only writing this worker's buffer before the join finds
+    # the prediction at once (without it: a caller's id is unknown, ours waits for the flush).
+    slow = feedback_settings.model_copy(update={"feedback_flush_seconds": 10})
+    async with app_client(slow) as http:
+        await predict(http, {"X-Request-ID": "order-78"})
+        ours = (await predict(http))["request_id"]
+        for request_id in ("order-78", ours):
+            started = time.monotonic()
+            response = await http.post(
+                "/feedback", json={"request_id": request_id, "label": "Adelie"}, headers=FEEDBACK
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["results"][0]["status"] == "accepted"
+            assert time.monotonic() - started < 5, "waited for the periodic flush"
