@@ -453,7 +453,8 @@ def main(
             )
     print()
     print(table(results))
-    if any(m.errors for m in results):
+    # The peer's errors are figures of the peer (MLServer times out under load); ours fail.
+    if any(m.errors for m in results if m.server.startswith("ml-api")):
         raise typer.Exit(1)
 
 
