@@ -23,12 +23,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import fsspec
+import orjson
 
 from app.errors import FeedbackStoreUnavailable, InvalidSettings
 
@@ -50,6 +51,24 @@ class PredictionRecord:
     labels: list[str]
     at: float
 
+
+def record_body(record: PredictionRecord) -> str:
+    """A record as stored: JSON of its fields (one per served request: ``asdict`` and
+    ``json.dumps`` cost several times more, in the thread that shares the GIL with serving)."""
+    return orjson.dumps(
+        {
+            "request_id": record.request_id,
+            "tag": record.tag,
+            "role": record.role,
+            "revision": record.revision,
+            "labels": record.labels,
+            "at": record.at,
+        }
+    ).decode()
+
+
+# Expired predictions and feedback marks are deleted at most this often (lookups ignore them).
+PURGE_EVERY_SECONDS = 60.0
 
 Deltas = Sequence[tuple[str, str, Mapping[str, float]]]  # (scope, tag, field -> increment)
 FeedbackEntry = tuple[str, int, Deltas]
@@ -102,6 +121,7 @@ class SqliteStore:
         self.path = path
         self._ns = namespace
         self._lock = threading.Lock()
+        self._purged_at = 0.0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=10, check_same_thread=False)
@@ -122,6 +142,8 @@ class SqliteStore:
                     ns TEXT, name TEXT, until REAL, PRIMARY KEY (ns, name));
                 CREATE TABLE IF NOT EXISTS events (
                     ns TEXT, stream TEXT, seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT);
+                CREATE INDEX IF NOT EXISTS predictions_expires ON predictions (expires);
+                CREATE INDEX IF NOT EXISTS feedback_expires ON feedback (expires);
                 """
             )
         except sqlite3.Error as exc:
@@ -137,14 +159,18 @@ class SqliteStore:
 
     def save_predictions(self, records: Sequence[PredictionRecord], ttl: float) -> None:
         now = time.time()
-        rows = [(self._ns, r.request_id, json.dumps(asdict(r)), now + ttl) for r in records]
+        rows = [(self._ns, r.request_id, record_body(r), now + ttl) for r in records]
+        purge = now - self._purged_at >= PURGE_EVERY_SECONDS
 
         def work(db: sqlite3.Connection) -> None:
             db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?)", rows)
-            db.execute("DELETE FROM predictions WHERE expires < ?", (now,))
-            db.execute("DELETE FROM feedback WHERE expires < ?", (now,))
+            if purge:  # expired rows are never read (lookups filter on expires): no hurry
+                db.execute("DELETE FROM predictions WHERE expires < ?", (now,))
+                db.execute("DELETE FROM feedback WHERE expires < ?", (now,))
 
         self._run(work)
+        if purge:
+            self._purged_at = now
 
     def predictions(self, ids: Sequence[str]) -> dict[str, PredictionRecord]:
         now = time.time()
@@ -320,7 +346,7 @@ class RedisStore:
             for record in records:
                 pipe.set(
                     self._key("pred", record.request_id),
-                    json.dumps(asdict(record)),
+                    record_body(record),
                     px=int(ttl * 1000),
                 )
             pipe.execute()

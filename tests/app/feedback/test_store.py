@@ -123,3 +123,22 @@ def test_state_url_is_checked_and_defaults_beside_a_local_registry(tmp_path: Pat
     url, shared = default_state_url(str(tmp_path / "registry"))
     assert (url, shared) == (f"sqlite:///{tmp_path / 'registry' / 'feedback.sqlite3'}", True)
     assert default_state_url("s3://bucket/models")[1] is False
+
+
+def test_sqlite_deletes_expired_rows_through_an_index_and_not_on_every_flush(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.sqlite3"
+    store = open_store(f"sqlite:///{path}", "ns")
+    store.save_predictions([record("new")], ttl=60)  # the first flush purges...
+    store.save_predictions([record("old")], ttl=-1)  # ...the next purge is a minute away
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM predictions").fetchone() == (2,)
+        plan = " ".join(
+            str(row[-1])
+            for row in db.execute("EXPLAIN QUERY PLAN DELETE FROM predictions WHERE expires < 1")
+        )
+    assert "USING INDEX predictions_expires" in plan  # a scan would read millions of rows
+    assert store.predictions(["old", "new"]).keys() == {"new"}  # expired: never served
