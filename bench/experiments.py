@@ -1,6 +1,7 @@
 """What live experiments and feedback cost: one worker, the same model in every arm.
 
-Scenarios, each driven by wrk at 8 clients (server on core 0, wrk on core 1), repeated:
+Scenarios, each driven by wrk at 8 clients (server on core 0, wrk on core 1), each on its own
+server, the runs interleaved and repeated:
 
 - ``single``: one model, all traffic (the reference);
 - ``split 90/10``: the same model published under a second tag as a 10 % candidate;
@@ -21,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -105,19 +108,18 @@ def put_spec(url: str, spec: dict[str, Any]) -> None:
     response.raise_for_status()
 
 
-def run_scenario(name: str, url: str, body: Path, duration: int, repeats: int) -> Figure:
-    figure = Figure(name, [], [], [])
-    wrk(f"{url}/predict", body, 8, 2, "1")  # warm up
-    for _ in range(repeats):
-        start = cpu_steal()
-        result = wrk(f"{url}/predict", body, 8, duration, "1")
-        if result["errors"]:
-            raise RuntimeError(f"{name}: {int(result['errors'])} errors")
-        figure.rps.append(result["rps"])
-        figure.p99_ms.append(result["p99"])
-        figure.steal.append(steal_since(start))
-        print(f"  {name:<14} {result['rps']:>8.0f} req/s  p99 {result['p99']:.2f} ms", flush=True)
-    return figure
+def run_once(figure: Figure, url: str, body: Path, duration: int) -> None:
+    start = cpu_steal()
+    result = wrk(f"{url}/predict", body, 8, duration, "1")
+    if result["errors"]:
+        raise RuntimeError(f"{figure.scenario}: {int(result['errors'])} errors")
+    figure.rps.append(result["rps"])
+    figure.p99_ms.append(result["p99"])
+    figure.steal.append(steal_since(start))
+    print(
+        f"  {figure.scenario:<14} {result['rps']:>8.0f} req/s  p99 {result['p99']:.2f} ms",
+        flush=True,
+    )
 
 
 async def feedback_rate(url: str, body: dict[str, Any], items: int) -> float:
@@ -152,54 +154,70 @@ async def feedback_rate(url: str, body: dict[str, Any], items: int) -> float:
     return len(ids) / elapsed
 
 
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "single": {},
+    "split 90/10": {"candidates": [{"tag": SECOND, "weight": 10}]},
+    "shadow 100%": {"shadows": [{"tag": SECOND, "percent": 100}]},
+    "feedback on": {},
+}
+
+
 def main(
     duration: Annotated[int, typer.Option(min=1, max=60, help="Seconds per run.")] = 8,
     repeats: Annotated[int, typer.Option(min=1, max=10, help="Runs per scenario.")] = 3,
     feedback_items: Annotated[int, typer.Option(min=100, help="Items for /feedback.")] = 20_000,
 ) -> None:
-    with tempfile.TemporaryDirectory(prefix="ml-api-bench-exp-") as tmp:
+    """One server per scenario, all started first (each 1 worker on core 0, idle while the
+    others are measured); the runs are interleaved (single, split, shadow, feedback, single,
+    ...) so that a change in the machine's speed hits every scenario alike."""
+    with tempfile.TemporaryDirectory(prefix="ml-api-bench-exp-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
         x = bench_model.build(folder / "registry")
         publish_second_tag(folder / "registry")
         body_path = folder / "row.json"
         body = {"instances": [bench_model.row(x, 0)]}
         body_path.write_text(json.dumps(body))
-        figures: list[Figure] = []
         base_env = {
             **os.environ,
             "ML_API_REGISTRY_URL": str(folder / "registry"),
             "ML_API_LOG_LEVEL": "warning",
             "ML_API_ADMIN_TOKEN": ADMIN,
         }
-        for feedback in (False, True):
+        urls: dict[str, str] = {}
+        for name, arms in SCENARIOS.items():
             port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            env = base_env | ({"ML_API_FEEDBACK_TOKEN": FEEDBACK} if feedback else {})
+            url = urls[name] = f"http://127.0.0.1:{port}"
+            feedback = name == "feedback on"
+            # Each server its own registry copy: a spec PUT to one must not reach the others.
+            registry = folder / f"registry-{port}"
+            shutil.copytree(folder / "registry", registry)
+            env = base_env | {"ML_API_REGISTRY_URL": str(registry)}
+            if feedback:
+                env |= {
+                    "ML_API_FEEDBACK_TOKEN": FEEDBACK,
+                    "ML_API_STATE_URL": f"sqlite:///{folder / 'feedback.sqlite3'}",
+                }
             serve = [str(ROOT / ".venv" / "bin" / "ml-api"), "serve", "--port", str(port)]
             command = ["taskset", "-c", "0", *serve, "--workers", "1"]
-            with running(command, f"{url}/v2/health/ready", env):
-                primary = {"primary": bench_model.TAG, "guard": {"enabled": False}}
-                if feedback:
-                    put_spec(url, primary)
-                    figures.append(run_scenario("feedback on", url, body_path, duration, repeats))
-                    rate = asyncio.run(feedback_rate(url, body, feedback_items))
-                    print(f"  /feedback: {rate:,.0f} items/s", flush=True)
-                    continue
-                put_spec(url, primary)
-                figures.append(run_scenario("single", url, body_path, duration, repeats))
-                put_spec(url, primary | {"candidates": [{"tag": SECOND, "weight": 10}]})
-                figures.append(run_scenario("split 90/10", url, body_path, duration, repeats))
-                put_spec(url, primary | {"shadows": [{"tag": SECOND, "percent": 100}]})
-                figures.append(run_scenario("shadow 100%", url, body_path, duration, repeats))
-    reference = max(figures[0].rps)
+            stack.enter_context(running(command, f"{url}/v2/health/ready", env))
+            put_spec(url, {"primary": bench_model.TAG, "guard": {"enabled": False}} | arms)
+        figures = {name: Figure(name, [], [], []) for name in SCENARIOS}
+        for url in urls.values():
+            wrk(f"{url}/predict", body_path, 8, 2, "1")  # warm up
+        for _ in range(repeats):
+            for name, url in urls.items():
+                run_once(figures[name], url, body_path, duration)
+        rate = asyncio.run(feedback_rate(urls["feedback on"], body, feedback_items))
+        print(f"  /feedback: {rate:,.0f} items/s", flush=True)
+    reference = max(figures["single"].rps)
     print()
     print(
         "| scenario (1 worker, 8 clients, 1 row) | best req/s | spread | best p99 ms "
         "| median p99 ms | vs single | max CPU steal |"
     )
     print("|---|---|---|---|---|---|---|")
-    for figure in figures:
-        print(figure.row(None if figure is figures[0] else reference))
+    for name, figure in figures.items():
+        print(figure.row(None if name == "single" else reference))
     print(f"\n/feedback on one worker: {rate:,.0f} items/s (batches of 500, 4 clients)")
 
 

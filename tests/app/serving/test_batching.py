@@ -151,3 +151,30 @@ async def test_a_failing_call_fails_only_its_batch(registry: ModelRegistry) -> N
                 for _ in range(3)
             )
         )
+
+
+async def test_a_cheap_model_comes_back_to_the_loop_while_the_loop_is_busy(
+    registry: ModelRegistry,
+) -> None:
+    # The estimate says "expensive" (a slow first measurement), the calls are cheap, and the
+    # event loop is busy: a request resumes well after its thread call ended. Counting that
+    # wait as the model's cost would keep it off the loop for as long as the load lasts.
+    model, runtime = recorded(registry, "base", seconds=0.0, runtime="onnx")
+    model.call_seconds = INLINE_BELOW_SECONDS * 4
+    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
+    batch = model.schema.rows_to_batch(sample_rows(1))
+
+    async def busy_loop() -> None:
+        while True:
+            time.sleep(INLINE_BELOW_SECONDS * 2)  # noqa: ASYNC251 (holds the loop, as a burst does)
+            await asyncio.sleep(0)
+
+    hog = asyncio.create_task(busy_loop())
+    try:
+        for _ in range(30):
+            await batcher.predict_proba(model, batch)
+    finally:
+        hog.cancel()
+    assert model.call_seconds is not None
+    assert model.call_seconds < INLINE_BELOW_SECONDS
+    assert threading.get_ident() in runtime.threads  # it is called inline again
