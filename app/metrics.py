@@ -398,8 +398,13 @@ class ServiceMetrics:
     def request_invalid(self, reason: str) -> None:
         INVALID_REQUESTS.labels(reason).inc()
 
-    def model_served(self, tag: str, role: str, seconds: float) -> None:
-        self._child(MODEL_INFERENCE, tag, role).observe(seconds)
+    def model_served(self, tag: str, role: str, seconds: float, requests: int = 1) -> None:
+        """``requests`` served by one model call of ``seconds`` (shadows score many at once)."""
+        histogram = self._child(MODEL_INFERENCE, tag, role)
+        if requests == 1:
+            histogram.observe(seconds)
+        else:
+            observe_many(histogram, np.full(requests, seconds))
 
     def model_failed(self, tag: str, role: str) -> None:
         self._child(MODEL_ERRORS, tag, role).inc()

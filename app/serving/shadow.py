@@ -173,8 +173,7 @@ class ShadowMirror:
                 [m.primary_seconds for m, _ in parts],
                 seconds,
             )
-            for _ in parts:
-                self._metrics.model_served(shadow.model_tag, "shadow", seconds)
+            self._metrics.model_served(shadow.model_tag, "shadow", seconds, requests=len(parts))
 
 
 def probability_diffs(

@@ -130,3 +130,15 @@ async def test_a_failing_shadow_is_counted_and_never_reaches_the_client(
         await container.shadow_mirror().drained()
     assert {a.status_code for a in answers} == {200}
     assert value("ml_api_shadow_errors_total", PAIR) - errors == 10
+
+
+async def test_every_mirrored_request_counts_once_for_the_shadow_when_scored_together(
+    mirrored: tuple[httpx.AsyncClient, Container],
+) -> None:
+    http, container = mirrored
+    served = {"model_tag": "boost", "role": "shadow"}
+    before = value("ml_api_model_inference_seconds_count", served)
+    # Concurrent requests: their mirrors gather and are scored in shared calls.
+    await asyncio.gather(*(http.post("/predict", json={"instances": [row]}) for row in ROWS[:40]))
+    await container.shadow_mirror().drained()
+    assert value("ml_api_model_inference_seconds_count", served) - before == 40
