@@ -8,7 +8,6 @@ workers, gauges use the aggregation noted on each.
 from __future__ import annotations
 
 import os
-from collections import Counter as Tally
 from collections.abc import Mapping
 from typing import Any
 
@@ -413,17 +412,15 @@ class ServiceMetrics:
         self,
         tag: str,
         role: str,
-        labels: list[str],
+        counts: Mapping[str, int],
         confidence: np.ndarray[Any, Any],
         unknown_categories: Mapping[str, int],
     ) -> None:
+        """One model call's rows: ``counts`` rows per top class, each row's confidence."""
         if role != "shadow":
-            ROWS_PER_REQUEST.observe(len(labels))
-        if len(labels) == 1:
-            self._child(PREDICTIONS, tag, role, labels[0]).inc()
-        else:
-            for label, count in Tally(labels).items():
-                self._child(PREDICTIONS, tag, role, label).inc(count)
+            ROWS_PER_REQUEST.observe(len(confidence))
+        for label, count in counts.items():
+            self._child(PREDICTIONS, tag, role, label).inc(count)
         observe_many(self._child(CONFIDENCE, tag, role), confidence)
         for feature, count in unknown_categories.items():
             self._child(UNKNOWN_CATEGORIES, tag, feature).inc(count)
@@ -530,7 +527,11 @@ def observe_many(histogram: Any, values: np.ndarray[Any, Any]) -> None:
         for value in values.tolist():
             histogram.observe(value)
         return
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    edges = getattr(histogram, "_ml_api_edges", None)
+    if edges is None:  # the bucket bounds as an array once, not converted on every call
+        edges = np.asarray(bounds, dtype=np.float64)
+        histogram._ml_api_edges = edges
+    counts = np.bincount(edges.searchsorted(values, side="left"), minlength=len(bounds))
     for bucket, count in zip(buckets, counts.tolist(), strict=False):
         if count:
             bucket.inc(count)

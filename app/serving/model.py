@@ -26,10 +26,20 @@ class PredictionResult:
     probabilities: np.ndarray[Any, Any]
 
     @cached_property
+    def top(self) -> np.ndarray[Any, Any]:
+        """The index of the top class of each row."""
+        return np.asarray(self.probabilities.argmax(axis=1))
+
+    @cached_property
     def labels(self) -> list[str]:
         """The top class of each row; the metrics and the response rows both use it."""
         classes = self.classes
-        return [classes[i] for i in self.probabilities.argmax(axis=1).tolist()]
+        return [classes[i] for i in self.top.tolist()]
+
+    def class_counts(self) -> dict[str, int]:
+        """How many rows each class topped (classes that topped none left out)."""
+        counts = np.bincount(self.top, minlength=len(self.classes)).tolist()
+        return {label: n for label, n in zip(self.classes, counts, strict=True) if n}
 
     @property
     def confidence(self) -> np.ndarray[Any, Any]:

@@ -129,6 +129,6 @@ class PredictionService:
     ) -> None:
         self._metrics.model_served(tag, role, seconds)
         self._metrics.rows_predicted(
-            tag, role, result.labels, result.confidence, batch.unknown_categories
+            tag, role, result.class_counts(), result.confidence, batch.unknown_categories
         )
         self._drift.record(tag, batch)

@@ -157,7 +157,9 @@ class ShadowMirror:
             by_primary.setdefault(mirror.primary_tag, []).append((mirror, slice(start, end)))
             start = end
         labels = shadow.labels
-        self._metrics.rows_predicted(shadow.model_tag, "shadow", labels, shadow.confidence, {})
+        self._metrics.rows_predicted(
+            shadow.model_tag, "shadow", shadow.class_counts(), shadow.confidence, {}
+        )
         for primary_tag, parts in by_primary.items():
             answers = [m.answer for m, _ in parts]
             rows = np.concatenate([np.arange(s.start, s.stop) for _, s in parts])
