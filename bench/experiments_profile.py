@@ -36,11 +36,13 @@ from experiments import ADMIN, FEEDBACK, SECOND, publish_second_tag  # noqa: E40
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
+# Every scenario PUTs its whole spec: they share one registry, so a spec left out would serve
+# the previous scenario's.
 SPECS: dict[str, dict[str, Any] | None] = {
-    "single": None,
+    "single": {"primary": bench_model.TAG},
     "split 90/10": {"primary": bench_model.TAG, "candidates": [{"tag": SECOND, "weight": 10}]},
     "shadow 100%": {"primary": bench_model.TAG, "shadows": [{"tag": SECOND, "percent": 100}]},
-    "feedback on": None,
+    "feedback on": {"primary": bench_model.TAG},
 }
 WARM_UP = 300
 
@@ -112,22 +114,21 @@ def main(
         print("in-process, microseconds per request (1 row, no HTTP)")
         print("| scenario | mean | p50 | p99 |")
         print("|---|---|---|---|")
+        feedback = base.model_copy(
+            update={
+                "feedback_token": SecretStr(FEEDBACK),
+                "state_url": f"sqlite:///{tmp}/feedback.sqlite3",
+            }
+        )
         for name, spec in SPECS.items():
-            settings = base
-            if name == "feedback on":
-                settings = base.model_copy(
-                    update={
-                        "feedback_token": SecretStr(FEEDBACK),
-                        "state_url": f"sqlite:///{tmp}/feedback.sqlite3",
-                    }
-                )
+            settings = feedback if name == "feedback on" else base
             timings = sorted(asyncio.run(_timings(settings, spec, body, requests, False)))
             mean = statistics.fmean(timings) * 1e6
             p50 = timings[len(timings) // 2] * 1e6
             p99 = timings[int(len(timings) * 0.99)] * 1e6
             print(f"| {name} | {mean:.0f} | {p50:.0f} | {p99:.0f} |", flush=True)
         if profile:
-            settings = base
+            settings = feedback if profile == "feedback on" else base
             asyncio.run(_timings(settings, SPECS[profile], body, requests, True))
 
 
