@@ -200,13 +200,7 @@ class InputSchema:
             flat = list(chain.from_iterable(map(self._pick_all, rows)))
         except KeyError:
             return None
-        matrix = _plain_numbers(flat)
-        if matrix is None:
-            return None
-        matrix = matrix.reshape(len(rows), len(self.names))
-        if self._int_positions and not np.all(np.mod(matrix[:, self._int_positions], 1) == 0):
-            return None
-        return matrix
+        return self._numeric_rows(flat, len(rows))
 
     def _numeric_matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray[Any, Any] | None:
         """All numeric values of all rows in one array, when they are all plain and sane.
@@ -218,14 +212,21 @@ class InputSchema:
         names = self._numeric_names
         if not names:
             return None
-        flat = [row[name] for row in rows for name in names]
+        return self._numeric_rows([row[name] for row in rows for name in names], len(rows))
+
+    def _numeric_rows(self, flat: list[Any], n_rows: int) -> np.ndarray[Any, Any] | None:
+        """``flat`` (the numeric features of each row, row after row) as a (rows x numeric
+        features) matrix when every value is plain and sane and the int features are whole."""
         matrix = _plain_numbers(flat)
         if matrix is None:
             return None
-        matrix = matrix.reshape(len(rows), len(names))
-        if self._int_positions and not np.all(np.mod(matrix[:, self._int_positions], 1) == 0):
-            return None
-        return matrix
+        matrix = matrix.reshape(n_rows, len(self._numeric_names))
+        return matrix if self._ints_whole(matrix) else None
+
+    def _ints_whole(self, matrix: np.ndarray[Any, Any]) -> bool:
+        """Whether the int features' columns of a numeric matrix hold whole numbers only."""
+        positions = self._int_positions
+        return not positions or bool(np.all(np.mod(matrix[:, positions], 1) == 0))
 
     # -- columns (CSV, OIP tensors) ----------------------------------------------------
     def columns_to_batch(
@@ -268,9 +269,7 @@ class InputSchema:
             )
         self._check_count(int(matrix.shape[0]))
         values = np.asarray(matrix, dtype=np.float64)
-        if np.all(np.abs(values) <= MAX_ABS_NUMBER) and (
-            not self._int_positions or np.all(np.mod(values[:, self._int_positions], 1) == 0)
-        ):
+        if np.all(np.abs(values) <= MAX_ABS_NUMBER) and self._ints_whole(values):
             return Batch(None, int(values.shape[0]), matrix=values, names=self.names)
         columns = {name: values[:, i].tolist() for i, name in enumerate(self.names)}
         return self.columns_to_batch(columns, int(values.shape[0]), where)
