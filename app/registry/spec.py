@@ -200,34 +200,28 @@ class DeploymentRecord(BaseModel):
         self, spec: SpecBody, *, at: datetime, by: str, action: SpecAction, reason: str = ""
     ) -> DeploymentRecord:
         """The record after a change to ``spec``: revision up, this spec kept for rollback."""
-        revision = self.revision + 1
-        change = SpecChange(
-            revision=revision,
-            at=at,
-            by=by,
-            action=action,
-            reason=reason,
-            primary=spec.primary,
-            candidates=spec.candidates,
-            shadows=spec.shadows,
-        )
-        return DeploymentRecord(
-            spec=spec,
-            revision=revision,
-            updated_at=at,
-            updated_by=by,
-            action=action,
-            reason=reason,
-            previous=self.spec,
-            history=[*self.history, change][-HISTORY_LENGTH:],
-        )
+        return self._made(spec, self.revision + 1, at, by, action, reason, self.spec, self.history)
 
     @classmethod
     def first(
         cls, spec: SpecBody, *, at: datetime, by: str, action: SpecAction, reason: str = ""
     ) -> DeploymentRecord:
+        return cls._made(spec, 1, at, by, action, reason, None, [])
+
+    @classmethod
+    def _made(
+        cls,
+        spec: SpecBody,
+        revision: int,
+        at: datetime,
+        by: str,
+        action: SpecAction,
+        reason: str,
+        previous: SpecBody | None,
+        history: list[SpecChange],
+    ) -> DeploymentRecord:
         change = SpecChange(
-            revision=1,
+            revision=revision,
             at=at,
             by=by,
             action=action,
@@ -238,10 +232,11 @@ class DeploymentRecord(BaseModel):
         )
         return cls(
             spec=spec,
-            revision=1,
+            revision=revision,
             updated_at=at,
             updated_by=by,
             action=action,
             reason=reason,
-            history=[change],
+            previous=previous,
+            history=[*history, change][-HISTORY_LENGTH:],
         )
