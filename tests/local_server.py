@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -61,3 +65,27 @@ def _listens(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class ThreadedHTTPServer:
+    """``with ThreadedHTTPServer(Handler) as server:``: a stdlib HTTP server on 127.0.0.1 in a
+    daemon thread, for stand-ins of services that cannot run here; ``server.url``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer((HOST, 0), handler)
+        self.url = f"http://{HOST}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)

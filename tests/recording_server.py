@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
+
+from tests.local_server import ThreadedHTTPServer
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Recorded:
     form: dict[str, str]
 
 
-class RecordingServer:
+class RecordingServer(ThreadedHTTPServer):
     def __init__(self, status: int = 201) -> None:
         self.status = status
         self.calls: list[Recorded] = []
@@ -53,20 +54,4 @@ class RecordingServer:
             def log_message(self, format: str, *args: object) -> None:
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> RecordingServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(Handler)

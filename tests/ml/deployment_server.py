@@ -5,11 +5,11 @@ service does: the record (revision, history, figures) with the spec under ``spec
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.local_server import ThreadedHTTPServer
 
 
 @dataclass
@@ -36,28 +36,12 @@ class DeploymentState:
         return [r for r in self.requests if r.method == "PUT"]
 
 
-class DeploymentServer:
+class DeploymentServer(ThreadedHTTPServer):
     """``with DeploymentServer(spec, token) as server:``; ``server.url``, ``server.state``."""
 
     def __init__(self, spec: dict[str, Any], token: str) -> None:
         self.state = DeploymentState(spec=spec, token=token)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.state))
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> DeploymentServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(_handler(self.state))
 
 
 def _handler(state: DeploymentState) -> type[BaseHTTPRequestHandler]:
