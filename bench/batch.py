@@ -95,7 +95,9 @@ def publish(registry: ModelRegistry, frame: pd.DataFrame, kinds: list[str]) -> d
             model=model,
             features=specs,
             training_frame=frame[names],
-            reference_instances=reference.to_dict(orient="records"),
+            reference_instances=[
+                {str(k): v for k, v in row.items()} for row in reference.to_dict(orient="records")
+            ],
             model_type=kind,
             params={"type": kind},
             metrics={},

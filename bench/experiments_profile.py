@@ -13,25 +13,23 @@ pyinstrument profile of that scenario.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import orjson
 import typer
-from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
+from starlette.types import ASGIApp
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import bench_model  # noqa: E402
 from experiments import ADMIN, FEEDBACK, SECOND, publish_second_tag  # noqa: E402
+from inprocess import microseconds, request_times  # noqa: E402
 
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -44,57 +42,32 @@ SPECS: dict[str, dict[str, Any] | None] = {
     "shadow 100%": {"primary": bench_model.TAG, "shadows": [{"tag": SECOND, "percent": 100}]},
     "feedback on": {"primary": bench_model.TAG},
 }
-WARM_UP = 300
 
 
-async def _timings(
+def _timings(
     settings: Settings, spec: dict[str, Any] | None, body: bytes, requests: int, profile: bool
 ) -> list[float]:
-    app = create_app(settings)
-    scope: dict[str, Any] = {
-        "type": "http", "method": "POST", "path": "/predict", "raw_path": b"/predict",
-        "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
-        "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-    }  # fmt: skip
+    async def put_spec(app: ASGIApp) -> None:
+        if spec is None:
+            return
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+            answer = await http.put(
+                "/deployment", json=spec, headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+            answer.raise_for_status()
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    statuses: list[int] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    timings: list[float] = []
-    profiler = None
-    async with LifespanManager(app) as manager:
-        if spec is not None:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
-                answer = await http.put(
-                    "/deployment", json=spec, headers={"Authorization": f"Bearer {ADMIN}"}
-                )
-                answer.raise_for_status()
-        for i in range(requests + WARM_UP):
-            if i == WARM_UP and profile:
-                from pyinstrument import Profiler
-
-                profiler = Profiler(interval=0.0001, async_mode="disabled")
-                profiler.start()
-            started = time.perf_counter()
-            await manager.app(dict(scope, state={}), receive, send)
-            if i >= WARM_UP:
-                timings.append(time.perf_counter() - started)
-            if i % 64 == 0:
-                await asyncio.sleep(0)  # background work (shadows, flushes) gets its turn
-    if profiler is not None:
-        profiler.stop()
-        print(profiler.output_text(unicode=True, color=False, show_all=False))
-    assert set(statuses) == {200}, set(statuses)
-    return timings
+    # Every 64 requests the loop runs background work (shadows, flushes).
+    run = request_times(
+        create_app(settings),
+        "/predict",
+        body,
+        requests,
+        profile=profile,
+        prepare=put_spec,
+        yield_every=64,
+    )
+    return asyncio.run(run)
 
 
 def main(
@@ -122,14 +95,11 @@ def main(
         )
         for name, spec in SPECS.items():
             settings = feedback if name == "feedback on" else base
-            timings = sorted(asyncio.run(_timings(settings, spec, body, requests, False)))
-            mean = statistics.fmean(timings) * 1e6
-            p50 = timings[len(timings) // 2] * 1e6
-            p99 = timings[int(len(timings) * 0.99)] * 1e6
+            mean, p50, p99 = microseconds(_timings(settings, spec, body, requests, False))
             print(f"| {name} | {mean:.0f} | {p50:.0f} | {p99:.0f} |", flush=True)
         if profile:
             settings = feedback if profile == "feedback on" else base
-            asyncio.run(_timings(settings, SPECS[profile], body, requests, True))
+            _timings(settings, SPECS[profile], body, requests, True)
 
 
 if __name__ == "__main__":

@@ -10,22 +10,19 @@ the same rows, and optionally a pyinstrument profile of one path and request siz
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
-from asgi_lifespan import LifespanManager
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import bench_model  # noqa: E402
+from inprocess import microseconds, request_times  # noqa: E402
 
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -39,47 +36,6 @@ def bodies(x: Any, rows: int) -> dict[str, bytes]:
         "/predict": orjson.dumps({"instances": [bench_model.row(x, i) for i in range(rows)]}),
         INFER: bench_model.oip_body(x, rows),
     }
-
-
-async def _timings(
-    settings: Settings, path: str, body: bytes, requests: int, profile: bool
-) -> list[float]:
-    app = create_app(settings)
-    scope: dict[str, Any] = {
-        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
-        "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
-        "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-    }  # fmt: skip
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    statuses: list[int] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    timings: list[float] = []
-    profiler = None
-    async with LifespanManager(app) as manager:
-        for i in range(requests + 300):
-            if i == 300 and profile:
-                from pyinstrument import Profiler
-
-                profiler = Profiler(interval=0.0001, async_mode="disabled")
-                profiler.start()
-            started = time.perf_counter()
-            await manager.app(dict(scope, state={}), receive, send)
-            if i >= 300:  # the first ones warm caches up
-                timings.append(time.perf_counter() - started)
-    if profiler is not None:
-        profiler.stop()
-        print(profiler.output_text(unicode=True, color=False, show_all=False))
-    assert set(statuses) == {200}, set(statuses)
-    return timings
 
 
 def main(
@@ -99,15 +55,13 @@ def main(
         print("|---|---|---|---|---|")
         for rows in (1, 100):
             for path, body in bodies(x, rows).items():
-                timings = asyncio.run(_timings(settings, path, body, requests, False))
-                timings.sort()
-                mean = statistics.fmean(timings) * 1e6
-                p50 = timings[len(timings) // 2] * 1e6
-                p99 = timings[int(len(timings) * 0.99)] * 1e6
+                app = create_app(settings)
+                mean, p50, p99 = microseconds(asyncio.run(request_times(app, path, body, requests)))
                 print(f"| {path} | {rows} | {mean:.0f} | {p50:.0f} | {p99:.0f} |", flush=True)
         if profile:
             body = bodies(x, profile_rows)[profile_path]
-            asyncio.run(_timings(settings, profile_path, body, requests, True))
+            app = create_app(settings)
+            asyncio.run(request_times(app, profile_path, body, requests, profile=True))
 
 
 if __name__ == "__main__":
