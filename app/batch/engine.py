@@ -15,7 +15,7 @@ import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 
@@ -72,7 +72,26 @@ class ChunkTask:
         return stats
 
 
-class InlineEngine:
+class _Engine:
+    """Closed on leaving a ``with`` block; queued chunks are cancelled when it left on an
+    error."""
+
+    def close(self, cancel: bool = False) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close(cancel=exc is not None)
+
+
+class InlineEngine(_Engine):
     """Scores in this process (``--workers 1``)."""
 
     capacity = 1
@@ -95,17 +114,6 @@ class InlineEngine:
 
     def close(self, cancel: bool = False) -> None:
         self._restore()
-
-    def __enter__(self) -> InlineEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close(cancel=exc is not None)
 
 
 class WorkerFailed(Exception):
@@ -137,7 +145,7 @@ def _score_in_worker(chunk: Chunk) -> ChunkStats:
         raise WorkerFailed(exc.message) from None
 
 
-class PoolEngine:
+class PoolEngine(_Engine):
     """Scores in ``workers`` processes, each with its own copy of the model."""
 
     def __init__(self, setup: TaskSetup, workers: int) -> None:
@@ -154,17 +162,6 @@ class PoolEngine:
 
     def close(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=True, cancel_futures=cancel)
-
-    def __enter__(self) -> PoolEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close(cancel=exc is not None)
 
 
 Engine = InlineEngine | PoolEngine
