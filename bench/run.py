@@ -47,7 +47,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_model  # noqa: E402
 
-from tests.local_server import free_port, wait_until_ok  # noqa: E402
+from tests.local_server import free_port, stop_process, wait_until_ok  # noqa: E402
 
 PEER_VENV = BENCH / ".peer-venv"
 PEER_PACKAGES = ["mlserver", "mlserver-sklearn", f"scikit-learn=={sklearn.__version__}", "joblib"]
@@ -110,12 +110,7 @@ def running(command: list[str], ready_url: str, env: dict[str, str]) -> Iterator
         sys.stderr.write(Path(log.name).read_text()[-3000:])
         raise
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
         Path(log.name).unlink(missing_ok=True)
 

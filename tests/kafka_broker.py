@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.local_server import HOST, free_port, wait_for_port
+from tests.local_server import HOST, free_port, stop_process, wait_for_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,14 +87,8 @@ class TansuBroker:
 
     def stop(self) -> None:
         """Terminate the broker by its pid (SIGTERM, then SIGKILL after 10 s)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
 
     def __enter__(self) -> TansuBroker:
         return self.start()

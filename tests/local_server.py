@@ -5,6 +5,7 @@ Used by the tests, the benchmark and the soak and swap scripts; it is no part of
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import threading
@@ -65,6 +66,20 @@ def _listens(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0
+) -> int:
+    """End a child by its pid: ``sig``, then SIGKILL after ``timeout``; its exit code."""
+    if process.poll() is not None:
+        return process.returncode
+    process.send_signal(sig)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=10)
 
 
 class ThreadedHTTPServer:

@@ -13,7 +13,7 @@ from types import TracebackType
 import httpx
 
 from tests.conftest import ADMIN_TOKEN, PROJECT_ROOT
-from tests.local_server import free_port, wait_until_ok
+from tests.local_server import free_port, stop_process, wait_until_ok
 
 
 class Server:
@@ -73,14 +73,7 @@ class Server:
         wait_until_ok(self.url + path, self.process, timeout)
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(timeout=10)
+        return 0 if self.process is None else stop_process(self.process, sig, timeout)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30.0)
