@@ -1,18 +1,23 @@
 """What each live-experiment feature costs per request, in-process (no HTTP, no wrk): the
-app is driven directly through ASGI, so the figures are CPU microseconds of one worker and do
-not swing with the machine's load the way wrk's requests/s do.
+app is driven directly through ASGI, so the figures are microseconds of one worker and swing
+less with the machine's load than wrk's requests/s do.
 
 Scenarios as in ``experiments.py``: one model; a 90/10 split of the same model under two tags;
-a 100 % shadow; feedback on (records flushed to SQLite). ``--profile SCENARIO`` adds a
-pyinstrument profile of that scenario.
+a 100 % shadow; feedback on (records flushed to SQLite). The scenarios run in turn, ``--rounds``
+times. Per scenario: the latency of a request (median over the rounds of each round's mean,
+p50 and p99) and the CPU time of the whole process per request (every thread, so the shadow
+calls and the feedback flushes are in it; the lowest of the rounds, the usual estimate of a
+cost on a noisy machine), with its share of the single model's: what throughput a saturated
+worker keeps. ``--profile SCENARIO`` adds a pyinstrument profile of that scenario.
 
-    .venv/bin/python bench/experiments_profile.py --requests 5000
+    .venv/bin/python bench/experiments_profile.py --requests 5000 --rounds 3
     .venv/bin/python bench/experiments_profile.py --requests 3000 --profile "split 90/10"
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +34,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_model  # noqa: E402
 from experiments import ADMIN, FEEDBACK, SECOND, publish_second_tag  # noqa: E402
-from inprocess import microseconds, request_times  # noqa: E402
+from inprocess import Timings, microseconds, request_times  # noqa: E402
 
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -46,7 +51,7 @@ SPECS: dict[str, dict[str, Any] | None] = {
 
 def _timings(
     settings: Settings, spec: dict[str, Any] | None, body: bytes, requests: int, profile: bool
-) -> list[float]:
+) -> Timings:
     async def put_spec(app: ASGIApp) -> None:
         if spec is None:
             return
@@ -72,6 +77,7 @@ def _timings(
 
 def main(
     requests: Annotated[int, typer.Option(min=100, max=100_000)] = 5000,
+    rounds: Annotated[int, typer.Option(min=1, max=20, help="Turns of every scenario.")] = 3,
     profile: Annotated[str, typer.Option(help="A scenario to profile.")] = "",
 ) -> None:
     if profile and profile not in SPECS:
@@ -84,22 +90,48 @@ def main(
         base = Settings(
             registry_url=str(registry), log_level="warning", admin_token=SecretStr(ADMIN)
         )
-        print("in-process, microseconds per request (1 row, no HTTP)")
-        print("| scenario | mean | p50 | p99 |")
-        print("|---|---|---|---|")
         feedback = base.model_copy(
             update={
                 "feedback_token": SecretStr(FEEDBACK),
                 "state_url": f"sqlite:///{tmp}/feedback.sqlite3",
             }
         )
-        for name, spec in SPECS.items():
-            settings = feedback if name == "feedback on" else base
-            mean, p50, p99 = microseconds(_timings(settings, spec, body, requests, False))
-            print(f"| {name} | {mean:.0f} | {p50:.0f} | {p99:.0f} |", flush=True)
+        figures: dict[str, list[Timings]] = {name: [] for name in SPECS}
+        for turn in range(rounds):
+            for name, spec in SPECS.items():
+                settings = feedback if name == "feedback on" else base
+                timings = _timings(settings, spec, body, requests, False)
+                figures[name].append(timings)
+                print(
+                    f"  round {turn + 1}: {name:<12} "
+                    f"{timings.cpu_microseconds_per_request:.0f} CPU us/request",
+                    flush=True,
+                )
+        print(_table(figures, requests))
         if profile:
             settings = feedback if profile == "feedback on" else base
             _timings(settings, SPECS[profile], body, requests, True)
+
+
+def _table(figures: dict[str, list[Timings]], requests: int) -> str:
+    lines = [
+        f"in-process, 1 row, no HTTP: {requests} requests per run, "
+        f"{len(figures['single'])} rounds; microseconds",
+        "| scenario | mean | p50 | p99 | CPU per request (lowest) | CPU spread | "
+        "single's CPU / this |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    single = min(t.cpu_microseconds_per_request for t in figures["single"])
+    for name, runs in figures.items():
+        latency = [microseconds(t.latencies) for t in runs]
+        mean, p50, p99 = (statistics.median(v[i] for v in latency) for i in range(3))
+        cpu = [t.cpu_microseconds_per_request for t in runs]
+        spread = (max(cpu) - min(cpu)) / min(cpu)
+        lines.append(
+            f"| {name} | {mean:.0f} | {p50:.0f} | {p99:.0f} | {min(cpu):.1f} | "
+            f"{spread:.0%} | {single / min(cpu):.1%} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from asgi_lifespan import LifespanManager
@@ -17,6 +18,17 @@ from starlette.types import ASGIApp
 
 # Requests before the timed ones: the first ones warm caches up.
 WARM_UP = 300
+
+
+@dataclass(frozen=True)
+class Timings:
+    latencies: list[float]  # seconds of each timed request
+    # CPU seconds of the whole process (every thread: flushes, mirrors) over the timed ones.
+    cpu_seconds: float
+
+    @property
+    def cpu_microseconds_per_request(self) -> float:
+        return self.cpu_seconds / len(self.latencies) * 1e6
 
 
 async def request_times(
@@ -29,7 +41,7 @@ async def request_times(
     profile: bool = False,
     prepare: Callable[[ASGIApp], Awaitable[None]] | None = None,
     yield_every: int | None = None,
-) -> list[float]:
+) -> Timings:
     """Seconds of each of ``requests`` JSON POSTs of ``body`` to ``path``, after the app's
     start-up, ``prepare(app)`` and ``warm_up`` untimed requests; every answer must be 200.
 
@@ -55,10 +67,13 @@ async def request_times(
 
     timings: list[float] = []
     profiler = None
+    cpu_started = 0.0
     async with LifespanManager(app) as manager:
         if prepare is not None:
             await prepare(manager.app)
         for i in range(requests + warm_up):
+            if i == warm_up:
+                cpu_started = time.process_time()
             if i == warm_up and profile:
                 from pyinstrument import Profiler
 
@@ -70,11 +85,12 @@ async def request_times(
                 timings.append(time.perf_counter() - started)
             if yield_every and i % yield_every == 0:
                 await asyncio.sleep(0)
+        cpu_seconds = time.process_time() - cpu_started
     if profiler is not None:
         profiler.stop()
         print(profiler.output_text(unicode=True, color=False, show_all=False))
     assert set(statuses) == {200}, set(statuses)
-    return timings
+    return Timings(timings, cpu_seconds)
 
 
 def microseconds(timings: list[float]) -> tuple[float, float, float]:

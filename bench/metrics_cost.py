@@ -32,7 +32,7 @@ def _latencies(settings: Settings, body: bytes, requests: int, null: bool) -> li
     if null:
         container.metrics.override(providers.Singleton(NullMetrics))
     app = create_app(settings, container=container)
-    return asyncio.run(request_times(app, "/predict", body, requests, warm_up=500))
+    return asyncio.run(request_times(app, "/predict", body, requests, warm_up=500)).latencies
 
 
 def main(requests: Annotated[int, typer.Option(min=100, max=100_000)] = 5000) -> None:

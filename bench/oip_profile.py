@@ -56,7 +56,9 @@ def main(
         for rows in (1, 100):
             for path, body in bodies(x, rows).items():
                 app = create_app(settings)
-                mean, p50, p99 = microseconds(asyncio.run(request_times(app, path, body, requests)))
+                mean, p50, p99 = microseconds(
+                    asyncio.run(request_times(app, path, body, requests)).latencies
+                )
                 print(f"| {path} | {rows} | {mean:.0f} | {p50:.0f} | {p99:.0f} |", flush=True)
         if profile:
             body = bodies(x, profile_rows)[profile_path]

@@ -366,6 +366,18 @@ def run_predict(
             repeats=repeats,
             model=kind,
         )
+        # The very bytes MLServer gets (its OIP tensor), to ml-api's own OIP endpoint.
+        results += measure(
+            "ml-api /v2 (1 worker, peer's body)",
+            f"http://127.0.0.1:{port}/v2/models/ml-api/infer",
+            pid,
+            {"100 rows": theirs["100 rows"]},
+            counts,
+            duration,
+            "1",
+            repeats=repeats,
+            model=kind,
+        )
     if two_workers and not skip_peer:
         # Two cores only: the two workers and wrk share them, so this understates scaling.
         with running([*serve, "--workers", "2"], ready, env) as pid:

@@ -24,8 +24,6 @@ from app.serving.routing import Router
 
 logger = logging.getLogger(__name__)
 
-Pending = tuple[str, str, str, int, list[str], float]
-
 
 class PredictionRecorder:
     def __init__(
@@ -42,7 +40,7 @@ class PredictionRecorder:
         self._ttl = retention_seconds
         self.flush_seconds = flush_seconds
         self._max = max_buffer
-        self._pending: deque[Pending] = deque()
+        self._pending: deque[PredictionRecord] = deque()
         self._assigned: dict[tuple[int, str], float] = {}
         self._expected: dict[tuple[int, str], float] = {}
         self._flush_lock = asyncio.Lock()
@@ -58,7 +56,7 @@ class PredictionRecorder:
         if len(self._pending) >= self._max:
             self._pending.popleft()
             self._metrics.feedback_records_dropped()
-        self._pending.append((request_id, tag, role, revision, labels, time.time()))
+        self._pending.append(PredictionRecord(request_id, tag, role, revision, labels, time.time()))
 
     def assigned(self, revision: int, router: Router, tag: str) -> None:
         """A request the router placed while a split runs: for the sample-ratio check, the
@@ -96,20 +94,17 @@ class PredictionRecorder:
                     self._metrics.feedback_records_dropped()
                 self._restore_counters(deltas)
 
-    def _write(self, records: list[Pending], deltas: Deltas) -> None:
+    def _write(self, records: list[PredictionRecord], deltas: Deltas) -> None:
         assert self._store is not None
         store = self._store()
         if records:
-            store.save_predictions(
-                [PredictionRecord(i, t, r, v, labels, at) for i, t, r, v, labels, at in records],
-                self._ttl,
-            )
+            store.save_predictions(records, self._ttl)
         store.add(deltas)
 
-    def _take_counters(self, records: list[Pending]) -> Deltas:
+    def _take_counters(self, records: list[PredictionRecord]) -> Deltas:
         rows: Counter[str] = Counter()
-        for _, tag, _, _, labels, _ in records:
-            rows[tag] += len(labels)
+        for record in records:
+            rows[record.tag] += len(record.labels)
         deltas: list[tuple[str, str, dict[str, float]]] = [
             (ALL, tag, {"rows": float(n)}) for tag, n in rows.items()
         ]

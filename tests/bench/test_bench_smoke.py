@@ -27,6 +27,10 @@ def test_benchmark_smoke_run_prints_a_table_without_errors() -> None:
         assert cells[5].endswith("%")  # spread of the two runs
         assert cells[8] == "0"  # errors
         assert cells[10].endswith("%")  # CPU steal
+    (same_body,) = [cells for cells in table_rows(output) if "peer's body" in cells[1]]
+    assert same_body[2:4] == ["100 rows", "8"]  # the peer's OIP tensor, to our /v2 endpoint
+    assert float(same_body[4].replace(",", "")) > 5
+    assert same_body[8] == "0"
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")

@@ -27,3 +27,15 @@ def test_experiments_benchmark_smoke_run_measures_every_scenario() -> None:
         assert float(cells[1].replace(",", "")) > 50, name  # best req/s
         assert (cells[5] == "") == (name == "single"), cells  # the share of single
     assert "/feedback on one worker:" in output
+
+
+def test_in_process_profile_gives_every_scenarios_cpu_per_request() -> None:
+    output = run_script("experiments_profile.py", "--requests", "200", "--rounds", "2")
+    rows = {cells[0]: cells for cells in table_rows(output)}
+    assert set(rows) == {"single", "split 90/10", "shadow 100%", "feedback on"}
+    for name, cells in rows.items():
+        cpu = float(cells[4])
+        assert 5 < cpu < 50_000, name  # CPU microseconds per request, every thread
+        assert cells[5].endswith("%") and cells[6].endswith("%"), cells
+    assert rows["single"][6] == "100.0%"
+    assert output.count("round 2:") == 4

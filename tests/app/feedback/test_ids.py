@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import pytest
 
 from app.feedback.ids import RequestIds
 
-IDS = RequestIds(b"a secret shared by every worker")
+SECRET = b"a secret shared by every worker"
+IDS = RequestIds(SECRET)
 
 
 def test_our_ids_verify_and_carry_their_time() -> None:
@@ -43,3 +47,23 @@ def test_without_feedback_ids_are_plain_and_never_forged() -> None:
     issued = plain.issue()
     assert len(issued) == 32
     assert plain.check(IDS.issue()).kind == "caller"
+
+
+def test_ids_issued_by_the_previous_version_still_verify() -> None:
+    """Ids signed with HMAC-SHA256 (before 2026-11-29) stay valid for their retention."""
+    key = hmac.new(SECRET, b"ml-api request ids", "sha256").digest()
+    body = f"{IDS.issue(now=1_700_000_000.5).rsplit('.', 1)[0]}"
+    earlier = f"{body}.{hmac.new(key, body.encode(), hashlib.sha256).hexdigest()[:16]}"
+    assert earlier != IDS.issue(now=1_700_000_000.5)
+    check = IDS.check(earlier)
+    assert check.kind == "ours"
+    assert check.issued_at == pytest.approx(1_700_000_000.5, abs=0.001)
+    assert RequestIds(b"another deployment's secret").check(earlier).kind == "forged"
+
+
+def test_ids_issued_in_the_same_millisecond_differ_and_carry_it() -> None:
+    first, second = IDS.issue(now=1_700_000_000.25), IDS.issue(now=1_700_000_000.25)
+    later = IDS.issue(now=1_700_000_001.75)
+    assert first != second
+    assert first.split(".")[0] == second.split(".")[0] != later.split(".")[0]
+    assert IDS.check(later).issued_at == pytest.approx(1_700_000_001.75, abs=0.001)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 
 from app.errors import FeedbackStoreUnavailable, InvalidSettings
@@ -15,6 +17,7 @@ from app.feedback.store import (
     StoreHandle,
     default_state_url,
     open_store,
+    parse_record,
 )
 from tests.conftest import RedisServer
 from tests.local_server import free_port
@@ -35,6 +38,22 @@ def test_predictions_round_trip_and_unknown_ids_are_absent(store: FeedbackStore)
     store.save_predictions([record("a"), record("b", "boost", 1)], ttl=60)
     found = store.predictions(["a", "b", "nope", "a"])
     assert found == {"a": record("a"), "b": record("b", "boost", 1)}
+
+
+def test_records_written_as_objects_by_the_previous_version_are_still_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = open_store(f"sqlite:///{path}", "ns")
+    earlier = orjson.dumps({**record("old")._asdict()}).decode()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO predictions VALUES ('ns', 'old', ?, ?)", (earlier, 2e9))
+    store.save_predictions([record("new", "boost", 1)], ttl=60)
+    assert store.predictions(["old", "new"]) == {
+        "old": record("old"),
+        "new": record("new", "boost", 1),
+    }
+    assert parse_record(earlier) == record("old")
 
 
 def test_feedback_counts_once_and_with_its_counters_atomically(store: FeedbackStore) -> None:
