@@ -8,6 +8,12 @@ server, the runs interleaved and repeated:
 - ``shadow 100%``: the second tag as a shadow that sees every request;
 - ``feedback on``: one model, with feedback enabled (prediction records flushed to SQLite).
 
+Each run of a scenario sits between two runs of ``single`` (single, split, single, shadow,
+single, feedback, single, ...): its throughput over the mean of those two neighbours is one
+paired ratio, and the table gives the median of those ratios beside the best-of figures. On a
+machine whose speed drifts by tens of per cent within a minute, the neighbours share the
+drift; the best of each scenario's runs may come from different minutes.
+
 Then ``/feedback`` throughput: items per second one worker joins and counts, sent in batches
 of 500 by 4 concurrent clients for requests served just before.
 
@@ -28,7 +34,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -57,15 +63,23 @@ class Figure:
     rps: list[float]
     p99_ms: list[float]
     steal: list[float]
+    # This scenario's req/s over the mean of the single-model runs just before and after it.
+    paired: list[float] = field(default_factory=list)
 
     def row(self, reference: float | None) -> str:
         best = max(self.rps)
         spread = (max(self.rps) - min(self.rps)) / best * 100 if best else 0.0
         versus = f"{best / reference * 100:.1f} %" if reference else ""
+        paired = (
+            f"{statistics.median(self.paired):.1%} ({min(self.paired):.0%}–{max(self.paired):.0%})"
+            if self.paired
+            else ""
+        )
         p99 = min(self.p99_ms)
         return (
             f"| {self.scenario} | {best:,.0f} | {spread:.1f} % | {p99:.2f} | "
-            f"{statistics.median(self.p99_ms):.2f} | {versus} | {max(self.steal):.1f} % |"
+            f"{statistics.median(self.p99_ms):.2f} | {versus} | {paired} | "
+            f"{max(self.steal):.1f} % |"
         )
 
 
@@ -162,14 +176,26 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
+def _pair(figures: dict[str, Figure]) -> None:
+    """Each scenario's runs over their neighbouring single-model runs (the single runs come
+    first, between every other run, and last)."""
+    single = figures["single"].rps
+    others = [figure for name, figure in figures.items() if name != "single"]
+    for index in range(len(single) - 1):
+        figure = others[index % len(others)]
+        run = figure.rps[index // len(others)]
+        figure.paired.append(run / ((single[index] + single[index + 1]) / 2))
+
+
 def main(
-    duration: Annotated[int, typer.Option(min=1, max=60, help="Seconds per run.")] = 8,
-    repeats: Annotated[int, typer.Option(min=1, max=10, help="Runs per scenario.")] = 3,
+    duration: Annotated[int, typer.Option(min=1, max=60, help="Seconds per run.")] = 5,
+    repeats: Annotated[int, typer.Option(min=1, max=20, help="Runs per scenario.")] = 6,
     feedback_items: Annotated[int, typer.Option(min=100, help="Items for /feedback.")] = 20_000,
 ) -> None:
     """One server per scenario, all started first (each 1 worker on core 0, idle while the
-    others are measured); the runs are interleaved (single, split, shadow, feedback, single,
-    ...) so that a change in the machine's speed hits every scenario alike."""
+    others are measured); the runs are interleaved (single, split, single, shadow, single,
+    feedback, single, ...) so that a change in the machine's speed hits every scenario alike
+    and each run can be compared with the single-model runs beside it."""
     with tempfile.TemporaryDirectory(prefix="ml-api-bench-exp-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
         x = bench_model.build(folder / "registry")
@@ -204,18 +230,23 @@ def main(
         figures = {name: Figure(name, [], [], []) for name in SCENARIOS}
         for url in urls.values():
             wrk(f"{url}/predict", body_path, 8, 2, "1")  # warm up
+        single = figures["single"]
         for _ in range(repeats):
-            for name, url in urls.items():
-                run_once(figures[name], url, body_path, duration)
+            for name in [name for name in SCENARIOS if name != "single"]:
+                run_once(single, urls["single"], body_path, duration)
+                run_once(figures[name], urls[name], body_path, duration)
+        run_once(single, urls["single"], body_path, duration)
+        _pair(figures)
         rate = asyncio.run(feedback_rate(urls["feedback on"], body, feedback_items))
         print(f"  /feedback: {rate:,.0f} items/s", flush=True)
     reference = max(figures["single"].rps)
     print()
     print(
         "| scenario (1 worker, 8 clients, 1 row) | best req/s | spread | best p99 ms "
-        "| median p99 ms | vs single | max CPU steal |"
+        "| median p99 ms | best vs best single | paired with single: median (range) "
+        "| max CPU steal |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, figure in figures.items():
         print(figure.row(None if name == "single" else reference))
     print(f"\n/feedback on one worker: {rate:,.0f} items/s (batches of 500, 4 clients)")
