@@ -79,13 +79,19 @@ class RuntimeSwappingLoader:
     """Loads for real, then gives chosen tags another runtime once loaded (after the load
     checks, which the real runtime passed)."""
 
-    def __init__(self, runtimes: dict[str, Callable[[Runtime], Runtime]]) -> None:
+    def __init__(
+        self, runtimes: dict[str, Callable[[Runtime], Runtime]], inline: bool = False
+    ) -> None:
+        """``inline``: the wrapped models keep their measured (small) cost and are called on
+        the event loop; else they are scored in a thread, like any slow model."""
         self.runtimes = runtimes
+        self.inline = inline
 
     def __call__(self, registry: ModelRegistry, tag: str, limits: InputLimits) -> LoadedModel:
         model = load_verified(registry, tag, limits)
         wrap = self.runtimes.get(tag)
         if wrap is not None:
             model.runtime = wrap(model.runtime)
-            model.call_seconds = 0.01  # scored in a thread, like any slow model
+            if not self.inline:
+                model.call_seconds = 0.01
         return model

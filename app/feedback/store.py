@@ -115,7 +115,13 @@ def _unavailable(kind: str, exc: Exception) -> FeedbackStoreUnavailable:
 
 
 class SqliteStore:
-    """One SQLite file shared by the processes of one machine."""
+    """One SQLite file shared by the processes of one machine.
+
+    The predictions and feedback marks, written once per served request or feedback, are
+    tables clustered on their key (``WITHOUT ROWID``): one B-tree insert per row instead of
+    two. Files created before 2026-11-29 keep their rowid tables, which hold the same columns
+    and key and work the same.
+    """
 
     def __init__(self, path: Path, namespace: str) -> None:
         self.path = path
@@ -130,9 +136,11 @@ class SqliteStore:
             self._db.executescript(
                 """
                 CREATE TABLE IF NOT EXISTS predictions (
-                    ns TEXT, id TEXT, body TEXT, expires REAL, PRIMARY KEY (ns, id));
+                    ns TEXT, id TEXT, body TEXT, expires REAL, PRIMARY KEY (ns, id))
+                    WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS feedback (
-                    ns TEXT, id TEXT, row INTEGER, expires REAL, PRIMARY KEY (ns, id, row));
+                    ns TEXT, id TEXT, row INTEGER, expires REAL, PRIMARY KEY (ns, id, row))
+                    WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS counters (
                     ns TEXT, scope TEXT, tag TEXT, field TEXT, value REAL,
                     PRIMARY KEY (ns, scope, tag, field));

@@ -85,11 +85,13 @@ class PredictionService:
             )
         role = plan.role(chosen)
         batch = decoded.to_batch(model.schema)
-        self._in_flight.count += 1
+        in_flight = self._in_flight
+        in_flight.count += 1
+        in_flight.started += 1
         try:
             model, role, result, seconds = await self._score(plan, model, role, batch)
         finally:
-            self._in_flight.count -= 1
+            in_flight.count -= 1
         self._observe(model.tag, role, result, batch, seconds)
         if tag is None and plan.spec.candidates:  # routed in a split: for the SRM check
             self._recorder.assigned(plan.record.revision, plan.router, chosen)

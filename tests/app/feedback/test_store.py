@@ -56,6 +56,33 @@ def test_records_written_as_objects_by_the_previous_version_are_still_read(
     assert parse_record(earlier) == record("old")
 
 
+def test_a_store_file_created_by_the_previous_version_keeps_working(tmp_path: Path) -> None:
+    """Files created before the key-clustered tables keep their rowid tables."""
+    path = tmp_path / "state.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """
+            CREATE TABLE predictions (
+                ns TEXT, id TEXT, body TEXT, expires REAL, PRIMARY KEY (ns, id));
+            CREATE TABLE feedback (
+                ns TEXT, id TEXT, row INTEGER, expires REAL, PRIMARY KEY (ns, id, row));
+            """
+        )
+    store = open_store(f"sqlite:///{path}", "ns")
+    store.save_predictions([record("a")], ttl=60)
+    assert store.predictions(["a"]) == {"a": record("a")}
+    deltas = [(ALL, "base", {"feedbacks": 1.0})]
+    assert store.record_feedback([("a", 0, deltas), ("a", 0, deltas)], ttl=60) == [True, False]
+    with sqlite3.connect(path) as db:
+        (ddl,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'predictions'").fetchone()
+    assert "WITHOUT ROWID" not in ddl
+    fresh = tmp_path / "fresh.sqlite3"
+    open_store(f"sqlite:///{fresh}", "ns")
+    with sqlite3.connect(fresh) as db:
+        (ddl,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'predictions'").fetchone()
+    assert "WITHOUT ROWID" in ddl
+
+
 def test_feedback_counts_once_and_with_its_counters_atomically(store: FeedbackStore) -> None:
     deltas = [
         ("rev:3", "base", {"label_n": 1.0, "label_correct": 1.0}),
@@ -147,8 +174,6 @@ def test_state_url_is_checked_and_defaults_beside_a_local_registry(tmp_path: Pat
 def test_sqlite_deletes_expired_rows_through_an_index_and_not_on_every_flush(
     tmp_path: Path,
 ) -> None:
-    import sqlite3
-
     path = tmp_path / "state.sqlite3"
     store = open_store(f"sqlite:///{path}", "ns")
     store.save_predictions([record("new")], ttl=60)  # the first flush purges...
@@ -159,5 +184,7 @@ def test_sqlite_deletes_expired_rows_through_an_index_and_not_on_every_flush(
             str(row[-1])
             for row in db.execute("EXPLAIN QUERY PLAN DELETE FROM predictions WHERE expires < 1")
         )
-    assert "USING INDEX predictions_expires" in plan  # a scan would read millions of rows
+    # (a covering index once the table is clustered on its key); a scan would read millions
+    assert "INDEX predictions_expires" in plan
+    assert "SCAN" not in plan
     assert store.predictions(["old", "new"]).keys() == {"new"}  # expired: never served

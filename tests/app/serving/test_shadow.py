@@ -142,3 +142,56 @@ async def test_every_mirrored_request_counts_once_for_the_shadow_when_scored_tog
     await asyncio.gather(*(http.post("/predict", json={"instances": [row]}) for row in ROWS[:40]))
     await container.shadow_mirror().drained()
     assert value("ml_api_model_inference_seconds_count", served) - before == 40
+
+
+class RecordingRuntime:
+    """Scores for real and records the rows of every call."""
+
+    def __init__(self, inner: Any, calls: list[int]) -> None:
+        self.inner = inner
+        self.calls = calls
+        self.name = inner.name
+
+    def predict_proba(self, batch: Any) -> np.ndarray[Any, Any]:
+        self.calls.append(batch.n_rows)
+        return np.asarray(self.inner.predict_proba(batch))
+
+
+async def test_mirrors_of_a_steady_stream_are_scored_together_then_at_once_when_it_stops(
+    settings: Settings, auth: dict[str, str]
+) -> None:
+    """One client sending request after request (both models scored inline, so no request is
+    ever "in a call" when the mirror looks): the mirrors wait for the stream and share calls;
+    once no request came for a poll, they are scored without waiting out the deferral."""
+    calls: list[int] = []
+    container = Container(settings=settings)
+    container.model_loader.override(
+        providers.Object(
+            RuntimeSwappingLoader(
+                {"boost": lambda runtime: RecordingRuntime(runtime, calls)}, inline=True
+            )
+        )
+    )
+    container.shadow_mirror.override(
+        providers.Singleton(
+            ShadowMirror,
+            metrics=container.metrics,
+            queue_size=1000,
+            batch_rows=256,
+            in_flight=container.in_flight,
+            poll_seconds=0.25,  # far longer than one request takes here, even on a busy CI
+            max_defer_seconds=30,
+        )
+    )
+    async with app_client(settings, container=container) as http:
+        await shadow_everything(http, auth)
+        for row in ROWS[:30]:
+            answer = await http.post("/predict", json={"instances": [row]})
+            assert answer.json()["model_tag"] == "base"
+            await asyncio.sleep(0)  # a server reads its sockets between requests
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(container.shadow_mirror().drained(), timeout=10)
+        waited = asyncio.get_running_loop().time() - started
+    assert sum(calls) == 30
+    assert len(calls) <= 3, calls  # one mirror per call before the fix: 30 calls
+    assert waited < 5  # one quiet poll ends the wait, not the 30 s deferral
