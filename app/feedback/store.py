@@ -167,11 +167,19 @@ class SqliteStore:
 
     def save_predictions(self, records: Sequence[PredictionRecord], ttl: float) -> None:
         now = time.time()
-        rows = [(self._ns, r.request_id, record_body(r), now + ttl) for r in records]
+        # One statement for the whole flush, the records as one JSON array: the sqlite3 module
+        # releases the GIL around every step, and executemany's step per row handed the GIL
+        # back and forth with the busy event loop hundreds of times per flush (each handoff a
+        # context switch, and under saturation up to a switch interval's wait).
+        payload = orjson.dumps([record[:] for record in records]).decode()
         purge = now - self._purged_at >= PURGE_EVERY_SECONDS
 
         def work(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?)", rows)
+            db.execute(
+                "INSERT OR REPLACE INTO predictions "
+                "SELECT ?, json_extract(value, '$[0]'), value, ? FROM json_each(?)",
+                (self._ns, now + ttl, payload),
+            )
             if purge:  # expired rows are never read (lookups filter on expires): no hurry
                 db.execute("DELETE FROM predictions WHERE expires < ?", (now,))
                 db.execute("DELETE FROM feedback WHERE expires < ?", (now,))

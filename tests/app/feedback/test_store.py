@@ -40,6 +40,17 @@ def test_predictions_round_trip_and_unknown_ids_are_absent(store: FeedbackStore)
     assert found == {"a": record("a"), "b": record("b", "boost", 1)}
 
 
+def test_a_large_flush_round_trips_every_record_exactly(store: FeedbackStore) -> None:
+    odd = PredictionRecord('id-"quoted"', "tag é", "shadow", 7, ['Adélie "x"', "\\"], 1.5e9 + 0.123)
+    many = [record(f"r{i}", rows=1 + i % 3) for i in range(1500)]
+    store.save_predictions([*many, odd, record("r7", "boost")], ttl=60)  # r7 again: last wins
+    found = store.predictions([r.request_id for r in many] + [odd.request_id])
+    assert len(found) == 1501
+    assert found[odd.request_id] == odd
+    assert found["r7"] == record("r7", "boost")
+    assert found["r1499"] == record("r1499", rows=1 + 1499 % 3)
+
+
 def test_records_written_as_objects_by_the_previous_version_are_still_read(
     tmp_path: Path,
 ) -> None:
