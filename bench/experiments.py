@@ -19,7 +19,7 @@ of 500 by 4 concurrent clients for requests served just before.
 
 CPU steal (from /proc/stat) is printed with every figure: this machine is shared.
 
-    .venv/bin/python bench/experiments.py                 # about 3 minutes
+    .venv/bin/python bench/experiments.py                 # about 5 minutes
     .venv/bin/python bench/experiments.py --duration 2 --repeats 1 --feedback-items 2000  # smoke
 """
 
