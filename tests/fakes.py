@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,24 @@ class GatedRuntime:
         if not self.gate.wait(timeout=30):
             raise TimeoutError("the test never opened the gate")
         return self.inner.predict_proba(batch)
+
+
+class RecordingRuntime:
+    """Wraps a real runtime: records each call's row count and thread, and can be slow."""
+
+    def __init__(self, inner: Runtime, seconds: float = 0.0) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = seconds
+        self.calls: list[int] = []
+        self.threads: set[int] = set()
+
+    def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        self.calls.append(batch.n_rows)
+        self.threads.add(threading.get_ident())
+        time.sleep(self.seconds)  # stands for an expensive model call
+        result: np.ndarray[Any, Any] = self.inner.predict_proba(batch)
+        return result
 
 
 class RuntimeSwappingLoader:

@@ -12,27 +12,10 @@ from app.registry.store import ModelRegistry
 from app.serving.batching import INLINE_BELOW_SECONDS, MicroBatcher
 from app.serving.inputs import Batch, InputLimits
 from app.serving.model import LoadedModel, RuntimeChoice, load_verified
+from tests.fakes import RecordingRuntime
 from tests.models import sample_rows
 
 LIMITS = InputLimits(max_rows=1000, max_string_length=256)
-
-
-class RecordingRuntime:
-    """Wraps a real runtime: records each call's row count and thread, and can be slow."""
-
-    def __init__(self, inner: Any, seconds: float) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.seconds = seconds
-        self.calls: list[int] = []
-        self.threads: set[int] = set()
-
-    def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
-        self.calls.append(batch.n_rows)
-        self.threads.add(threading.get_ident())
-        time.sleep(self.seconds)  # stands for an expensive model call
-        result: np.ndarray[Any, Any] = self.inner.predict_proba(batch)
-        return result
 
 
 def recorded(

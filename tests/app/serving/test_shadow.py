@@ -14,10 +14,11 @@ from dependency_injector import providers
 from prometheus_client import REGISTRY
 
 from app.container import Container
+from app.serving.runtime import Runtime
 from app.serving.shadow import ShadowMirror
 from app.settings import Settings
 from tests.conftest import app_client
-from tests.fakes import FailingRuntime, GatedRuntime, RuntimeSwappingLoader
+from tests.fakes import FailingRuntime, GatedRuntime, RecordingRuntime, RuntimeSwappingLoader
 from tests.models import model_frame, sample_rows, trained
 
 ROWS = sample_rows(60, offset=0) + sample_rows(60, offset=150) + sample_rows(60, offset=270)
@@ -144,33 +145,20 @@ async def test_every_mirrored_request_counts_once_for_the_shadow_when_scored_tog
     assert value("ml_api_model_inference_seconds_count", served) - before == 40
 
 
-class RecordingRuntime:
-    """Scores for real and records the rows of every call."""
-
-    def __init__(self, inner: Any, calls: list[int]) -> None:
-        self.inner = inner
-        self.calls = calls
-        self.name = inner.name
-
-    def predict_proba(self, batch: Any) -> np.ndarray[Any, Any]:
-        self.calls.append(batch.n_rows)
-        return np.asarray(self.inner.predict_proba(batch))
-
-
 async def test_mirrors_of_a_steady_stream_are_scored_together_then_at_once_when_it_stops(
     settings: Settings, auth: dict[str, str]
 ) -> None:
     """One client sending request after request (both models scored inline, so no request is
     ever "in a call" when the mirror looks): the mirrors wait for the stream and share calls;
     once no request came for a poll, they are scored without waiting out the deferral."""
-    calls: list[int] = []
+    recordings: dict[str, RecordingRuntime] = {}
+
+    def record(runtime: Runtime) -> Runtime:
+        return recordings.setdefault("boost", RecordingRuntime(runtime))
+
     container = Container(settings=settings)
     container.model_loader.override(
-        providers.Object(
-            RuntimeSwappingLoader(
-                {"boost": lambda runtime: RecordingRuntime(runtime, calls)}, inline=True
-            )
-        )
+        providers.Object(RuntimeSwappingLoader({"boost": record}, inline=True))
     )
     container.shadow_mirror.override(
         providers.Singleton(
@@ -192,6 +180,7 @@ async def test_mirrors_of_a_steady_stream_are_scored_together_then_at_once_when_
         started = asyncio.get_running_loop().time()
         await asyncio.wait_for(container.shadow_mirror().drained(), timeout=10)
         waited = asyncio.get_running_loop().time() - started
+    calls = recordings["boost"].calls
     assert sum(calls) == 30
     assert len(calls) <= 3, calls  # one mirror per call before the fix: 30 calls
     assert waited < 5  # one quiet poll ends the wait, not the 30 s deferral
