@@ -50,12 +50,9 @@ class RequestIds:
         self._blake_key = (
             None if secret is None else hmac.new(secret, b"ml-api ids b2", "sha256").digest()
         )
-        # The issue time, formatted once per millisecond; its digits but the last change every
-        # 36 ms and are formatted once per change.
+        # The issue time, formatted once per millisecond (many requests share one under load).
         self._issued_ms = -1
         self._issued = ""
-        self._issued_high = -1
-        self._issued_prefix = ""
         # Unique without a system call per request: a random prefix per process (workers and
         # replicas differ) and a counter. Ours need to be unique, not secret: the signature is
         # what makes them unforgeable.
@@ -68,15 +65,9 @@ class RequestIds:
             return f"{self._prefix}{serial:016x}"
         millis = int((time.time() if now is None else now) * 1000)
         if millis != self._issued_ms:
-            self._issued_ms, self._issued = millis, self._format_issued(millis)
+            self._issued_ms, self._issued = millis, _base36(millis).rjust(6, "0")
         body = f"{self._issued}.{self._prefix[:8]}{serial & 0xFFFFFFFF:08x}"
         return f"{body}.{self._sign(body)}"
-
-    def _format_issued(self, millis: int) -> str:
-        high, low = divmod(millis, 36)
-        if high != self._issued_high:
-            self._issued_high, self._issued_prefix = high, _base36(high)
-        return f"{self._issued_prefix}{_DIGITS[low]}".rjust(6, "0")
 
     def _sign(self, body: str) -> str:
         assert self._blake_key is not None
