@@ -46,7 +46,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import bench_model  # noqa: E402
-from run import running, wrk  # noqa: E402
+from run import cpu_times, running, steal_since, wrk  # noqa: E402
 
 from app.publishing.publish import publish_experiment  # noqa: E402
 from app.registry.store import ModelRegistry  # noqa: E402
@@ -83,17 +83,6 @@ class Figure:
         )
 
 
-def cpu_steal() -> tuple[int, int]:
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    return fields[7], sum(fields)
-
-
-def steal_since(start: tuple[int, int]) -> float:
-    steal, total = cpu_steal()
-    return 100 * (steal - start[0]) / max(1, total - start[1])
-
-
 def publish_second_tag(registry_dir: Path) -> None:
     """The bench model again under another tag: same model in every arm."""
     import pandas as pd
@@ -123,7 +112,7 @@ def put_spec(url: str, spec: dict[str, Any]) -> None:
 
 
 def run_once(figure: Figure, url: str, body: Path, duration: int) -> None:
-    start = cpu_steal()
+    start = cpu_times()
     result = wrk(f"{url}/predict", body, 8, duration, "1")
     if result["errors"]:
         raise RuntimeError(f"{figure.scenario}: {int(result['errors'])} errors")

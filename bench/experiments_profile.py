@@ -41,7 +41,7 @@ from app.settings import Settings  # noqa: E402
 
 # Every scenario PUTs its whole spec: they share one registry, so a spec left out would serve
 # the previous scenario's.
-SPECS: dict[str, dict[str, Any] | None] = {
+SPECS: dict[str, dict[str, Any]] = {
     "single": {"primary": bench_model.TAG},
     "split 90/10": {"primary": bench_model.TAG, "candidates": [{"tag": SECOND, "weight": 10}]},
     "shadow 100%": {"primary": bench_model.TAG, "shadows": [{"tag": SECOND, "percent": 100}]},
@@ -50,11 +50,9 @@ SPECS: dict[str, dict[str, Any] | None] = {
 
 
 def _timings(
-    settings: Settings, spec: dict[str, Any] | None, body: bytes, requests: int, profile: bool
+    settings: Settings, spec: dict[str, Any], body: bytes, requests: int, profile: bool
 ) -> Timings:
     async def put_spec(app: ASGIApp) -> None:
-        if spec is None:
-            return
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
             answer = await http.put(
