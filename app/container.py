@@ -117,6 +117,7 @@ class Container(containers.DeclarativeContainer):
     recorder = providers.Singleton(
         PredictionRecorder,
         store=feedback_store,
+        ids=request_ids,
         metrics=metrics,
         retention_seconds=settings.provided.feedback_retention_seconds,
         flush_seconds=settings.provided.feedback_flush_seconds,

@@ -6,7 +6,7 @@ import anyio.to_thread
 from dependency_injector.wiring import inject
 from fastapi import APIRouter, Header
 
-from app.api.deps import AdminTokensDep, DeploymentDep, FeedbackStoreDep
+from app.api.deps import AdminTokensDep, DeploymentDep, FeedbackStoreDep, RecorderDep
 from app.errors import FeedbackDisabled
 from app.feedback.report import experiment_report
 from app.registry.meta import validate_tag
@@ -127,11 +127,13 @@ async def report(
     deployment: DeploymentDep,
     tokens: AdminTokensDep,
     store: FeedbackStoreDep,
+    recorder: RecorderDep,
     authorization: Authorization = None,
 ) -> dict[str, Any]:
     tokens.check(authorization)
     if store is None:
         raise FeedbackDisabled("feedback is disabled: set ML_API_FEEDBACK_TOKEN to collect it")
+    await recorder.flush()  # this worker's counts up to now; others' within a flush interval
     plan = deployment.plan()
     result: dict[str, Any] = await anyio.to_thread.run_sync(
         lambda: experiment_report(plan, store())

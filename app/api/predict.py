@@ -19,7 +19,7 @@ from app.codecs.csv_file import decode_csv
 from app.codecs.decoded import Decoded
 from app.codecs.json_rows import decode_json_rows
 from app.errors import InvalidHeader, InvalidInput, UnsupportedMediaType
-from app.feedback.ids import REQUEST_ID, RequestIds
+from app.feedback.ids import REQUEST_ID
 from app.schemas import EXAMPLE_ROW, ErrorResponse, PredictRequest, PredictResponse
 from app.serving.prediction import PredictionService
 
@@ -30,12 +30,12 @@ KEY_HEADER = "x-ml-api-key"
 MAX_KEY_LENGTH = 256
 
 
-def request_id_of(request: Request) -> str:
-    """The caller's X-Request-ID when it is a sane token, else a new one of ours."""
+def request_id_of(request: Request) -> str | None:
+    """The caller's X-Request-ID when it is a sane token; None when there is none (the
+    prediction gets one of ours)."""
     given = request.headers.get(REQUEST_ID_HEADER)
     if given is None:
-        ids: RequestIds = request.app.state.container.request_ids()
-        return ids.issue()
+        return None
     if not REQUEST_ID.fullmatch(given):
         raise InvalidHeader(
             "header X-Request-ID must be 1-128 characters of letters, digits and . _ : -",
@@ -63,7 +63,7 @@ async def predict(request: Request) -> Response:
     return Response(
         orjson.dumps(prediction.body()),
         media_type="application/json",
-        headers={"X-Request-ID": request_id},
+        headers={"X-Request-ID": prediction.request_id},
     )
 
 

@@ -216,13 +216,13 @@ class OipEndpoints:
         body = encode_response(
             prediction.result,
             model_name=self.model_name,
-            request_id=oip.id if oip.id is not None else request_id,
+            request_id=oip.id if oip.id is not None else prediction.request_id,
             outputs=oip.outputs,
         )
         return Response(
             orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
             media_type=JSON,
-            headers={"X-Request-ID": request_id},
+            headers={"X-Request-ID": prediction.request_id},
         )
 
     # -- repository extension ----------------------------------------------------------

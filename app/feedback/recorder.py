@@ -1,8 +1,11 @@
 """What each worker served, written to the feedback store off the request path.
 
-A served request only appends a tuple to an in-memory buffer (and, while a split runs, bumps
-a counter of which arm it went to and under which weights). Every ``flush_seconds`` the
-buffer goes to the store in one batch from a worker thread. When the store is out of reach
+A served request that we give an id to gets a sealed one (see ``app.feedback.ids``): the id
+itself carries what was predicted, and nothing is written. A request with the caller's own id,
+or too many rows to seal, only appends a tuple to an in-memory buffer. Either way a counter of
+rows per tag goes up (and, while a split runs, a counter of which arm the request went to and
+under which weights). Every ``flush_seconds`` the buffer and counters go to the store in one
+batch from a worker thread. When the store is out of reach
 the records wait (up to ``max_buffer``; beyond that the oldest are dropped and counted), and
 predictions keep flowing.
 """
@@ -12,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 
 import anyio.to_thread
 
 from app.errors import FeedbackStoreUnavailable
+from app.feedback.ids import RequestIds
 from app.feedback.store import ALL, Deltas, FeedbackStore, PredictionRecord, revision_scope
 from app.metrics import ServiceMetrics
 from app.serving.routing import Router
@@ -29,6 +33,7 @@ class PredictionRecorder:
     def __init__(
         self,
         store: Callable[[], FeedbackStore] | None,
+        ids: RequestIds,
         metrics: ServiceMetrics,
         retention_seconds: float,
         flush_seconds: float,
@@ -36,11 +41,13 @@ class PredictionRecorder:
     ) -> None:
         """``store`` None: feedback is off and nothing is recorded."""
         self._store = store
+        self._ids = ids
         self._metrics = metrics
         self._ttl = retention_seconds
         self.flush_seconds = flush_seconds
         self._max = max_buffer
         self._pending: deque[PredictionRecord] = deque()
+        self._rows: dict[str, int] = {}
         self._assigned: dict[tuple[int, str], float] = {}
         self._expected: dict[tuple[int, str], float] = {}
         self._flush_lock = asyncio.Lock()
@@ -49,10 +56,26 @@ class PredictionRecorder:
     def enabled(self) -> bool:
         return self._store is not None
 
-    def record(
+    def served(
+        self, request_id: str | None, tag: str, role: str, revision: int, labels: list[str]
+    ) -> str:
+        """The id to answer a served request with (``request_id``, the caller's, or a new one
+        of ours); keeps what feedback needs to join it. On the request path: no I/O."""
+        if self._store is None:
+            return self._ids.issue() if request_id is None else request_id
+        rows = self._rows
+        rows[tag] = rows.get(tag, 0) + len(labels)
+        if request_id is None:
+            sealed = self._ids.seal(tag, role, revision, labels)
+            if sealed is not None:
+                return sealed
+            request_id = self._ids.issue()
+        self._record(request_id, tag, role, revision, labels)
+        return request_id
+
+    def _record(
         self, request_id: str, tag: str, role: str, revision: int, labels: list[str]
     ) -> None:
-        """A served request (on the request path: an append, nothing more)."""
         if len(self._pending) >= self._max:
             self._pending.popleft()
             self._metrics.feedback_records_dropped()
@@ -80,7 +103,7 @@ class PredictionRecorder:
         async with self._flush_lock:
             records = list(self._pending)
             self._pending.clear()
-            deltas = self._take_counters(records)
+            deltas = self._take_counters()
             if not records and not deltas:
                 return
             try:
@@ -101,13 +124,11 @@ class PredictionRecorder:
             store.save_predictions(records, self._ttl)
         store.add(deltas)
 
-    def _take_counters(self, records: list[PredictionRecord]) -> Deltas:
-        rows: Counter[str] = Counter()
-        for record in records:
-            rows[record.tag] += len(record.labels)
+    def _take_counters(self) -> Deltas:
         deltas: list[tuple[str, str, dict[str, float]]] = [
-            (ALL, tag, {"rows": float(n)}) for tag, n in rows.items()
+            (ALL, tag, {"rows": float(n)}) for tag, n in self._rows.items()
         ]
+        self._rows = {}
         for name, counts in (("assigned", self._assigned), ("expected", self._expected)):
             for (revision, tag), value in counts.items():
                 deltas.append((revision_scope(revision), tag, {name: value}))
@@ -115,10 +136,10 @@ class PredictionRecorder:
         return deltas
 
     def _restore_counters(self, deltas: Deltas) -> None:
-        """Put back the assignment counters of a failed flush (the records themselves are
-        kept, so their row counts are simply taken again)."""
+        """Put back the counters of a failed flush (its records are kept apart)."""
         for scope, tag, fields in deltas:
-            if not scope.startswith("rev:"):
+            if scope == ALL:
+                self._rows[tag] = self._rows.get(tag, 0) + int(fields["rows"])
                 continue
             key = (int(scope.removeprefix("rev:")), tag)
             for name, counts in (("assigned", self._assigned), ("expected", self._expected)):

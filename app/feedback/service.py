@@ -2,8 +2,8 @@
 
 Each item names a request id (and a row of a multi-row request) and brings either the true
 label or a reward in [0, 1]. Items are checked in order of cost: the id's form (malformed),
-its signature and age when it is ours (forged, expired), then the store (unknown), the row
-index and the label. The same (request id, row) counts once, across workers and replicas.
+its signature and age when it is ours (forged, expired), then the store (unknown; an id of ours
+that carries its prediction needs no lookup), the row index and the label. The same (request id, row) counts once, across workers and replicas.
 Accepted items add to the counters of the model that served (per spec revision, for the A/B
 statistics and the bandit, and overall, for online quality).
 """
@@ -94,13 +94,16 @@ class FeedbackService:
         outcomes: dict[int, Outcome] = {}
         pending: dict[int, FeedbackItem] = {}
         young: dict[str, float] = {}
+        sealed: dict[str, PredictionRecord] = {}
         for index, item in enumerate(items):
-            rejection = self._check_id(index, item, now, young)
+            rejection = self._check_id(index, item, now, young, sealed)
             if rejection is not None:
                 outcomes[index] = rejection
             else:
                 pending[index] = item
-        records = await self._join(pending, young)
+        records = sealed | await self._join(
+            [i.request_id for i in pending.values() if i.request_id not in sealed], young
+        )
         joined: dict[int, tuple[FeedbackItem, PredictionRecord]] = {}
         for index, item in pending.items():
             record = records.get(item.request_id)
@@ -117,10 +120,16 @@ class FeedbackService:
         return ordered
 
     def _check_id(
-        self, index: int, item: FeedbackItem, now: float, young: dict[str, float]
+        self,
+        index: int,
+        item: FeedbackItem,
+        now: float,
+        young: dict[str, float],
+        sealed: dict[str, PredictionRecord],
     ) -> Outcome | None:
         """A rejection of the id itself, or None; ids that may not have reached the store yet
-        go into ``young`` with how long to wait for them."""
+        go into ``young`` with how long to wait for them, sealed ids into ``sealed`` with the
+        prediction they carry."""
         check = self._ids.check(item.request_id)
         if check.kind == "malformed":
             return _rejected(
@@ -148,14 +157,16 @@ class FeedbackService:
                     f"{self._retention:g} s (ML_API_FEEDBACK_RETENTION_SECONDS)",
                     410,
                 )
-            if now - check.issued_at < JOIN_PATIENCE_FLUSHES * self._flush + 1:
+            if check.record is not None:
+                sealed[item.request_id] = check.record
+            elif now - check.issued_at < JOIN_PATIENCE_FLUSHES * self._flush + 1:
                 young[item.request_id] = JOIN_PATIENCE_FLUSHES * self._flush + 1
         return None
 
-    async def _join(
-        self, pending: dict[int, FeedbackItem], young: dict[str, float]
-    ) -> dict[str, PredictionRecord]:
-        ids = [item.request_id for item in pending.values()]
+    async def _join(self, ids: list[str], young: dict[str, float]) -> dict[str, PredictionRecord]:
+        """The stored records of ``ids``, waiting for young ones that may be in flight."""
+        if not ids:
+            return {}
         if self._recorder is not None:
             # Also waits for a flush under way, which may hold the very record asked for.
             await self._recorder.flush()

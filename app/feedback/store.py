@@ -5,8 +5,9 @@ beside a local registry on one machine (WAL mode, several processes), Redis for 
 
 Contents, all under one namespace (the registry's, so two deployments never mix):
 
-- a record per served request (tag, role, spec revision, labels, time), kept for the
-  retention period, so feedback can be joined to it;
+- a record per served request whose id does not carry it (a caller's id, or too many rows:
+  see ``app.feedback.ids``): tag, role, spec revision, labels, time, kept for the retention
+  period, so feedback can be joined to it;
 - a mark per (request id, row) that received feedback, so the same feedback counts once;
 - counters per scope and tag: ``rev:<n>`` (one spec revision: the running split's A/B
   figures) and ``all`` (everything a tag ever served);

@@ -73,9 +73,15 @@ class PredictionService:
         self._recorder = recorder
 
     async def predict(
-        self, decoded: Decoded, *, request_id: str, key: str | None = None, tag: str | None = None
+        self,
+        decoded: Decoded,
+        *,
+        request_id: str | None,
+        key: str | None = None,
+        tag: str | None = None,
     ) -> Prediction:
-        """Serve one decoded request; ``tag`` pins a loaded model instead of routing."""
+        """Serve one decoded request; ``tag`` pins a loaded model instead of routing.
+        ``request_id`` None: the prediction gets a new id of ours."""
         plan = self._deployment.plan()
         chosen = tag if tag is not None else plan.router.choose(key)
         model = plan.models.get(chosen)
@@ -95,8 +101,9 @@ class PredictionService:
         self._observe(model.tag, role, result, batch, seconds)
         if tag is None and plan.spec.candidates:  # routed in a split: for the SRM check
             self._recorder.assigned(plan.record.revision, plan.router, chosen)
-        if self._recorder.enabled:
-            self._recorder.record(request_id, model.tag, role, plan.record.revision, result.labels)
+        request_id = self._recorder.served(
+            request_id, model.tag, role, plan.record.revision, result.labels
+        )
         if role == "primary" and plan.spec.shadows:
             shadows = [plan.models[t] for t in plan.router.shadows()]
             if shadows:

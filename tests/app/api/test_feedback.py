@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from app.container import Container
 from app.feedback.ids import RequestIds
 from app.settings import Settings
 from tests.conftest import FEEDBACK_TOKEN, RedisServer, app_client
@@ -202,7 +203,8 @@ async def test_a_store_outage_keeps_predictions_flowing_and_answers_503(
             )
             assert ok.status_code == 200
             redis.stop()
-            during = await predict(http)
+            # A caller's id is recorded (ours would carry the prediction itself).
+            during = await predict(http, {"X-Request-ID": "during-the-outage"})
             refused = await http.post(
                 "/feedback",
                 json={"request_id": served["request_id"], "label": "Adelie"},
@@ -239,3 +241,24 @@ async def test_feedback_right_after_the_prediction_is_joined_without_waiting_for
             assert response.status_code == 200, response.text
             assert response.json()["results"][0]["status"] == "accepted"
             assert time.monotonic() - started < 5, "waited for the periodic flush"
+
+
+async def test_our_ids_carry_small_predictions_and_only_large_ones_are_stored(
+    feedback_settings: Settings,
+) -> None:
+    container = Container(settings=feedback_settings)
+    async with app_client(feedback_settings, container=container) as http:
+        small = (await predict(http))["request_id"]
+        rows = sample_rows(30, offset=40)
+        large = (await http.post("/predict", json={"instances": rows})).json()["request_id"]
+        await container.recorder().flush()
+        stored = container.feedback_store()().predictions([small, large])
+        assert list(stored) == [large]  # the small one was served without writing anything
+        assert len(stored[large].labels) == 30
+        items = [{"request_id": small, "row": 2, "label": "Adelie"}]
+        items += [{"request_id": large, "row": 29, "label": "Adelie"}]
+        response = await http.post("/feedback", json={"items": items}, headers=FEEDBACK)
+        assert [r["status"] for r in response.json()["results"]] == ["accepted", "accepted"]
+        admin = {"Authorization": f"Bearer {feedback_settings.admin_token.get_secret_value()}"}
+        report = (await http.get("/deployment/report", headers=admin)).json()
+        assert report["quality"]["base"]["rows_predicted"] == 3 + 30
