@@ -3,9 +3,10 @@
 Each item names a request id (and a row of a multi-row request) and brings either the true
 label or a reward in [0, 1]. Items are checked in order of cost: the id's form (malformed),
 its signature and age when it is ours (forged, expired), then the store (unknown; an id of ours
-that carries its prediction needs no lookup), the row index and the label. The same (request id, row) counts once, across workers and replicas.
-Accepted items add to the counters of the model that served (per spec revision, for the A/B
-statistics and the bandit, and overall, for online quality).
+that carries its prediction needs no lookup), the row index and the label. The same (request
+id, row) counts once, across workers and replicas. Accepted items add to the counters of the
+model that served (per spec revision, for the A/B statistics and the bandit, and overall, for
+online quality).
 """
 
 from __future__ import annotations

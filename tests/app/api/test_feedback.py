@@ -244,7 +244,7 @@ async def test_feedback_right_after_the_prediction_is_joined_without_waiting_for
 
 
 async def test_our_ids_carry_small_predictions_and_only_large_ones_are_stored(
-    feedback_settings: Settings,
+    feedback_settings: Settings, auth: dict[str, str]
 ) -> None:
     container = Container(settings=feedback_settings)
     async with app_client(feedback_settings, container=container) as http:
@@ -252,13 +252,14 @@ async def test_our_ids_carry_small_predictions_and_only_large_ones_are_stored(
         rows = sample_rows(30, offset=40)
         large = (await http.post("/predict", json={"instances": rows})).json()["request_id"]
         await container.recorder().flush()
-        stored = container.feedback_store()().predictions([small, large])
+        store = container.feedback_store()
+        assert store is not None
+        stored = store().predictions([small, large])
         assert list(stored) == [large]  # the small one was served without writing anything
         assert len(stored[large].labels) == 30
         items = [{"request_id": small, "row": 2, "label": "Adelie"}]
         items += [{"request_id": large, "row": 29, "label": "Adelie"}]
         response = await http.post("/feedback", json={"items": items}, headers=FEEDBACK)
         assert [r["status"] for r in response.json()["results"]] == ["accepted", "accepted"]
-        admin = {"Authorization": f"Bearer {feedback_settings.admin_token.get_secret_value()}"}
-        report = (await http.get("/deployment/report", headers=admin)).json()
+        report = (await http.get("/deployment/report", headers=auth)).json()
         assert report["quality"]["base"]["rows_predicted"] == 3 + 30

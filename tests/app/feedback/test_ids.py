@@ -78,7 +78,7 @@ def test_a_sealed_id_carries_the_prediction() -> None:
     assert check.kind == "ours"
     assert check.issued_at == pytest.approx(1.7e9, abs=0.001)
     assert check.record == PredictionRecord(
-        sealed, "6447ade-pf7c624b3", "candidate", 12, ["Adelie", "Gentoo"], check.issued_at
+        sealed, "6447ade-pf7c624b3", "candidate", 12, ["Adelie", "Gentoo"], 1.7e9
     )
     assert IDS.check(IDS.issue()).record is None  # plain ids are looked up in the store
     assert RequestIds(b"another deployment's secret").check(sealed).kind == "forged"
