@@ -6,11 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
+from datetime import datetime
+from http.client import HTTPConnection
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from tests.conftest import ADMIN_TOKEN, PROJECT_ROOT
 from tests.local_server import free_port, stop_process, wait_until_ok
@@ -92,3 +98,33 @@ class Server:
 
 def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def new_connection(
+    url: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One request on a connection of its own, so that every worker of a server gets some."""
+    parsed = urlsplit(url)
+    connection = HTTPConnection(parsed.hostname or "", parsed.port, timeout=10)
+    try:
+        payload = None if body is None else orjson.dumps(body)
+        sent = {"Content-Type": "application/json", **auth_headers(), **(headers or {})}
+        connection.request(method, path, body=payload, headers=sent)
+        response = connection.getresponse()
+        return response.status, orjson.loads(response.read())
+    finally:
+        connection.close()
+
+
+def revision_reached(
+    url: str, revision: int, workers: int, timeout: float = 30.0
+) -> list[datetime]:
+    """When each worker behind ``url`` started serving spec ``revision``."""
+    seen: set[datetime] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        assert time.monotonic() < deadline, f"only {len(seen)} of {workers} workers at {revision}"
+        _, body = new_connection(url, "GET", "/v2/health/ready")
+        if body["revision"] == revision:
+            seen.add(datetime.fromisoformat(body["serving_since"]))
+    return sorted(seen)

@@ -6,41 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime
-from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import orjson
 import pytest
 from scipy.stats import chisquare
 
 from app.registry.store import ModelRegistry
-from tests.e2e.server import Server, auth_headers
+from tests.e2e.server import Server, auth_headers, new_connection, revision_reached
 from tests.models import model_frame, publish_without_imputer, sample_rows, trained
 
 pytestmark = pytest.mark.e2e
 
 ROW = sample_rows(1)
 KEYS = [f"user-{i}" for i in range(40)]
-
-
-def new_connection(
-    url: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any]]:
-    """One request on a connection of its own, so that every worker of a server gets some."""
-    parsed = urlsplit(url)
-    connection = HTTPConnection(parsed.hostname or "", parsed.port, timeout=10)
-    try:
-        payload = None if body is None else orjson.dumps(body)
-        sent = {"Content-Type": "application/json", **auth_headers(), **(headers or {})}
-        connection.request(method, path, body=payload, headers=sent)
-        response = connection.getresponse()
-        return response.status, orjson.loads(response.read())
-    finally:
-        connection.close()
 
 
 def put_spec(url: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -72,20 +52,6 @@ async def _count_tags(url: str, n: int, clients: int = 4) -> dict[str, int]:
 
     await asyncio.gather(*(client(n // clients) for _ in range(clients)))
     return counts
-
-
-def revision_reached(
-    url: str, revision: int, workers: int, timeout: float = 30.0
-) -> list[datetime]:
-    """When each worker behind ``url`` started serving spec ``revision``."""
-    seen: set[datetime] = set()
-    deadline = time.monotonic() + timeout
-    while len(seen) < workers:
-        assert time.monotonic() < deadline, f"only {len(seen)} of {workers} workers at {revision}"
-        _, body = new_connection(url, "GET", "/v2/health/ready")
-        if body["revision"] == revision:
-            seen.add(datetime.fromisoformat(body["serving_since"]))
-    return sorted(seen)
 
 
 @pytest.fixture(scope="module")

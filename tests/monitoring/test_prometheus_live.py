@@ -21,7 +21,7 @@ import yaml
 
 from app.registry.store import ModelRegistry
 from tests.conftest import FEEDBACK_TOKEN
-from tests.e2e.server import Server, auth_headers
+from tests.e2e.server import Server, auth_headers, revision_reached
 from tests.local_server import free_port, wait_for_port, wait_until
 from tests.models import labelled_rows, publish_island_biased, sample_rows
 from tests.monitoring.promql import Expression, all_expressions, referenced_metrics
@@ -154,6 +154,9 @@ def _experiment(url: str) -> None:
     }
     response = httpx.put(f"{url}/deployment", json=spec, headers=auth_headers(), timeout=30)
     assert response.status_code == 200, response.text
+    # Both workers on the new spec first: a worker still on the previous one (no split, no
+    # shadow) would serve the whole sequence below on its keep-alive connection.
+    revision_reached(url, response.json()["revision"], workers=2)
     items = []
     with httpx.Client(base_url=url, timeout=30) as http:
         for i, (row, label) in enumerate(labelled_rows(seed=2)[:60]):
