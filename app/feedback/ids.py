@@ -37,11 +37,13 @@ from app.feedback.store import PredictionRecord
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _OURS = re.compile(r"(?P<issued>[0-9a-z]{6,10})\.(?P<nonce>[0-9a-f]{16})\.(?P<sig>[0-9a-f]{16})")
+_MAX_PAYLOAD = 100  # base64url characters: with the other parts, within 128
 _SEALED = re.compile(
-    r"(?P<issued>[0-9a-z]{6,10})\.(?P<nonce>[0-9a-f]{16})\.(?P<payload>[A-Za-z0-9_-]{4,100})"
-    r"\.(?P<sig>[0-9a-f]{16})"
+    r"(?P<issued>[0-9a-z]{6,10})\.(?P<nonce>[0-9a-f]{16})"
+    rf"\.(?P<payload>[A-Za-z0-9_-]{{4,{_MAX_PAYLOAD}}})\.(?P<sig>[0-9a-f]{{16}})"
 )
 MAX_ID_LENGTH = 128
+_SIGNATURE_PART = len(".") + 16  # the dot and 16 hex digits
 # Roles that answer a request, as one character in a sealed id.
 _ROLE_CODES = {"primary": "p", "candidate": "c"}
 _ROLES = {code: role for role, code in _ROLE_CODES.items()}
@@ -50,7 +52,6 @@ _PAYLOAD_CACHE_SIZE = 4096
 _PAYLOAD_CACHE_ROWS = 4
 # Each label takes at least 4 bytes of JSON (5 of base64): more rows never fit in 128 characters.
 _MAX_SEALED_ROWS = 20
-_MAX_PAYLOAD = 100
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 IdKind = Literal["ours", "caller", "forged", "malformed"]
@@ -77,10 +78,6 @@ class RequestIds:
         self._key = (
             None if secret is None else hmac.new(secret, b"ml-api request ids", "sha256").digest()
         )
-        # BLAKE2b keyed: a third of HMAC-SHA256's cost, paid on every served request.
-        self._blake_key = (
-            None if secret is None else hmac.new(secret, b"ml-api ids b2", "sha256").digest()
-        )
         # The issue time, formatted once per millisecond (many requests share one under load).
         self._issued_ms = -1
         self._issued = ""
@@ -90,15 +87,15 @@ class RequestIds:
         self._prefix = os.urandom(8).hex()
         self._counter = itertools.count()
         self._payloads: dict[tuple[Any, ...], str | None] = {}
-        # Keyed once: each signature copies the keyed state instead of keying anew.
+        # BLAKE2b keyed: a third of HMAC-SHA256's cost, paid on every served request. Keyed
+        # once: each signature copies the keyed state instead of keying anew.
         self._plain_hasher = self._sealed_hasher = None
-        if self._blake_key is not None:
-            self._plain_hasher = hashlib.blake2b(key=self._blake_key, digest_size=8)
+        if secret is not None:
+            blake_key = hmac.new(secret, b"ml-api ids b2", "sha256").digest()
+            self._plain_hasher = hashlib.blake2b(key=blake_key, digest_size=8)
+            # Its own personalisation: a sealed id's signature never passes as a plain one's.
             self._sealed_hasher = hashlib.blake2b(
-                # Its own personalisation: a sealed id's signature never passes as a plain one's.
-                key=self._blake_key,
-                digest_size=8,
-                person=b"ml-api sealed",
+                key=blake_key, digest_size=8, person=b"ml-api sealed"
             )
 
     def issue(self, now: float | None = None) -> str:
@@ -119,9 +116,9 @@ class RequestIds:
         if payload is None:
             return None
         body = f"{self._unique(next(self._counter), now)}.{payload}"
-        if len(body) + 17 > MAX_ID_LENGTH:
+        if len(body) + _SIGNATURE_PART > MAX_ID_LENGTH:
             return None
-        return f"{body}.{self._sign_sealed(body)}"
+        return f"{body}.{self._sign(body, sealed=True)}"
 
     def _unique(self, serial: int, now: float | None) -> str:
         millis = int((time.time() if now is None else now) * 1000)
@@ -142,15 +139,10 @@ class RequestIds:
         payload = self._payloads[key] = _encode_payload(tag, role, revision, labels)
         return payload
 
-    def _sign(self, body: str) -> str:
-        assert self._plain_hasher is not None
-        hasher = self._plain_hasher.copy()
-        hasher.update(body.encode())
-        return hasher.hexdigest()
-
-    def _sign_sealed(self, body: str) -> str:
-        assert self._sealed_hasher is not None
-        hasher = self._sealed_hasher.copy()
+    def _sign(self, body: str, *, sealed: bool = False) -> str:
+        keyed = self._sealed_hasher if sealed else self._plain_hasher
+        assert keyed is not None
+        hasher = keyed.copy()
         hasher.update(body.encode())
         return hasher.hexdigest()
 
@@ -180,7 +172,7 @@ class RequestIds:
 
     def _check_sealed(self, request_id: str, sealed: re.Match[str]) -> IdCheck:
         body = f"{sealed['issued']}.{sealed['nonce']}.{sealed['payload']}"
-        if not hmac.compare_digest(self._sign_sealed(body), sealed["sig"]):
+        if not hmac.compare_digest(self._sign(body, sealed=True), sealed["sig"]):
             return IdCheck("forged")
         issued_at = int(sealed["issued"], 36) / 1000
         record = _unseal(request_id, sealed["payload"], issued_at)

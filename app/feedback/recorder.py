@@ -5,9 +5,8 @@ itself carries what was predicted, and nothing is written. A request with the ca
 or too many rows to seal, only appends a tuple to an in-memory buffer. Either way a counter of
 rows per tag goes up (and, while a split runs, a counter of which arm the request went to and
 under which weights). Every ``flush_seconds`` the buffer and counters go to the store in one
-batch from a worker thread. When the store is out of reach
-the records wait (up to ``max_buffer``; beyond that the oldest are dropped and counted), and
-predictions keep flowing.
+batch from a worker thread. When the store is out of reach the records wait (up to
+``max_buffer``; beyond that the oldest are dropped and counted), and predictions keep flowing.
 """
 
 from __future__ import annotations
@@ -51,10 +50,6 @@ class PredictionRecorder:
         self._assigned: dict[tuple[int, str], float] = {}
         self._expected: dict[tuple[int, str], float] = {}
         self._flush_lock = asyncio.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        return self._store is not None
 
     def served(
         self, request_id: str | None, tag: str, role: str, revision: int, labels: list[str]

@@ -103,7 +103,11 @@ def auth_headers() -> dict[str, str]:
 def new_connection(
     url: str, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
-    """One request on a connection of its own, so that every worker of a server gets some."""
+    """One request on a connection of its own, so that every worker of a server gets some.
+
+    The standard library's client: an ``httpx.Client`` per request builds a TLS context each
+    time, CPU that the servers under test would be short of on a small machine.
+    """
     parsed = urlsplit(url)
     connection = HTTPConnection(parsed.hostname or "", parsed.port, timeout=10)
     try:

@@ -23,7 +23,7 @@ from app.registry.spec import Candidate, SpecBody
 from app.registry.store import ModelRegistry
 from app.serving.routing import Router
 from tests.conftest import FEEDBACK_TOKEN
-from tests.e2e.server import Server, auth_headers
+from tests.e2e.server import Server, auth_headers, revision_reached
 from tests.models import labelled_rows, publish_island_biased
 from tests.monitoring.prometheus import ALERTS, fast_rules, running_prometheus
 
@@ -61,16 +61,7 @@ def put_spec(url: str, spec: dict[str, Any]) -> int:
 
 def wait_for_revision(servers: tuple[Server, ...], revision: int) -> None:
     for server in servers:
-        with httpx.Client(base_url=server.url, timeout=10) as http:
-            for _ in range(200):  # new connections reach every worker
-                if all(
-                    httpx.get(f"{server.url}/v2/health/ready").json()["revision"] == revision
-                    for _ in range(4)
-                ):
-                    break
-                http.get("/v2/health/live")
-            else:
-                raise AssertionError(f"{server.url} did not reach revision {revision}")
+        revision_reached(server.url, revision, workers=server.workers)
 
 
 def serve_and_label(

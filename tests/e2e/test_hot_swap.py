@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
-import orjson
 import pytest
 
 from app.registry.store import ModelRegistry
-from tests.e2e.server import Server, auth_headers
+from tests.e2e.server import Server, auth_headers, new_connection
 from tests.models import model_frame, sample_rows, trained
 
 pytestmark = pytest.mark.e2e
@@ -47,23 +44,10 @@ def swap(url: str, tag: str) -> dict[str, Any]:
 
 
 def on_new_connection(url: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    """One request on a connection of its own, so that every worker of a server gets some.
-
-    The standard library's client: an ``httpx.Client`` per request builds a TLS context each
-    time, CPU that the servers under test would be short of on a small machine.
-    """
-    parsed = urlsplit(url)
-    connection = HTTPConnection(parsed.hostname or "", parsed.port, timeout=10)
-    try:
-        payload = None if body is None else orjson.dumps(body)
-        headers = {} if body is None else {"Content-Type": "application/json"}
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        assert response.status == 200, response.read()[:300]
-        result: dict[str, Any] = orjson.loads(response.read())
-        return result
-    finally:
-        connection.close()
+    """One request on a connection of its own (every worker of a server gets some); 200."""
+    status, result = new_connection(url, method, path, body)
+    assert status == 200, result
+    return result
 
 
 def tags_seen(url: str, n: int) -> set[str]:
