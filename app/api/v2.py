@@ -25,9 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.predict import MAX_KEY_LENGTH, request_id_of, routing_key_of
-from app.codecs.oip import decode_inference_request, encode_response, model_metadata
+from app.codecs.oip import encode_response, model_metadata, parse_json, read_inference_request
 from app.container import Container
-from app.errors import InvalidInput, MalformedRequest, ModelNotLoaded, ServiceError, UnknownModel
+from app.errors import InvalidInput, ModelNotLoaded, ServiceError, UnknownModel
 from app.registry.meta import ExperimentSummary, validate_tag
 from app.schemas import (
     OIP_EXAMPLE_PANDAS,
@@ -97,13 +97,6 @@ def _oip(handler: Handler) -> Handler:
             return _json({"error": "internal server error"}, 500)
 
     return wrapped
-
-
-def _parse(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
 
 
 class OipEndpoints:
@@ -209,7 +202,7 @@ class OipEndpoints:
         service = request.app.state.container.prediction_service()
         request_id = request_id_of(request)
         key = routing_key_of(request)
-        oip = decode_inference_request(_parse(await request.body()))
+        oip = read_inference_request(await request.body())
         prediction = await service.predict(
             oip.decoded, request_id=request_id, key=key, tag=request.path_params.get("version")
         )
@@ -228,7 +221,7 @@ class OipEndpoints:
     # -- repository extension ----------------------------------------------------------
     async def repository_index(self, request: Request) -> Response:
         body = await request.body()
-        document = _parse(body) if body.strip() else {}
+        document = parse_json(body) if body.strip() else {}
         if not isinstance(document, dict):
             raise InvalidInput('body must be a JSON object, e.g. {"ready": true}', "malformed_body")
         only_ready = document.get("ready")

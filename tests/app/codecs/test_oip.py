@@ -5,17 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from app.codecs.oip import (
+    FAST_PATH_FROM_BYTES,
     OipColumns,
     OipTensor,
     RequestedOutput,
     decode_inference_request,
     encode_response,
     model_metadata,
+    read_inference_request,
 )
-from app.errors import InvalidInput, PayloadTooLarge
+from app.errors import InvalidInput, MalformedRequest, PayloadTooLarge
 from app.registry.meta import FeatureSpec
 from app.serving.inputs import InputLimits, InputSchema
 from app.serving.model import PredictionResult
@@ -91,6 +94,92 @@ def test_malformed_requests_are_named(body: Any, needle: str) -> None:
     with pytest.raises(InvalidInput) as error:
         decode_inference_request(body)
     assert needle in error.value.message
+    for raw in (orjson.dumps(body), _large(body)):  # the same words whichever path read it
+        with pytest.raises(InvalidInput) as read_error:
+            read_inference_request(raw)
+        assert read_error.value.message == error.value.message
+
+
+def _large(body: Any) -> bytes:
+    """The body as bytes, padded with JSON whitespace up to the fast path's threshold."""
+    return orjson.dumps(body).ljust(FAST_PATH_FROM_BYTES)
+
+
+def _read_both(body: dict[str, Any]) -> tuple[Any, Any]:
+    """The body read from bytes (fast path where it applies) and decoded from orjson's
+    document (the general path)."""
+    return read_inference_request(_large(body)), decode_inference_request(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        tensor([1.0, 2.0, 3, 4.0, 5.0, 6], [2, 3]),
+        tensor([[1.0, 2.0, 3], [4.0, 5.0, 6]], [2, 3], "FP32"),
+        tensor([[[1.0], [2], [-0.0]]], [1, 3], "FP16"),
+        tensor([2**49, -(2**48) + 0.5, 7], [1, 3]),
+        {
+            **tensor([0.5, 1.5, 2], [1, 3]),
+            "id": "req-1",
+            "parameters": {"content_type": "np", "extra": [1, {"k": None}]},
+            "outputs": [{"name": "predict_proba", "parameters": {"datatype": "FP32"}}],
+        },
+    ],
+    ids=["flat", "nested-fp32", "deeper-fp16", "large-ints", "id-parameters-outputs"],
+)
+def test_a_float_tensor_is_read_into_an_array_with_the_same_outcome(body: dict[str, Any]) -> None:
+    fast, general = _read_both(body)
+    assert isinstance(fast.decoded, OipTensor)
+    assert isinstance(general.decoded, OipTensor)
+    assert isinstance(fast.decoded.tensor.values, np.ndarray)  # the fast path took it
+    assert fast.decoded.tensor.values.flags.writeable
+    assert (fast.id, fast.outputs) == (general.id, general.outputs)
+    assert fast.decoded.tensor.shape == general.decoded.tensor.shape
+    fast_batch, general_batch = (r.decoded.to_batch(SCHEMA) for r in (fast, general))
+    assert fast_batch.matrix is not None
+    assert general_batch.matrix is not None
+    assert np.array_equal(fast_batch.matrix, general_batch.matrix)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        tensor([1.0, 2.0, None], [1, 3]),
+        tensor([1, 2, 3], [1, 3], "INT64"),
+        {
+            "parameters": {"content_type": "pd"},
+            "inputs": [{"name": "a", "datatype": "FP64", "shape": [1], "data": [1.0]}],
+        },
+    ],
+    ids=["null", "integer-datatype", "pandas"],
+)
+def test_what_the_fast_path_cannot_take_is_read_the_general_way(body: dict[str, Any]) -> None:
+    fast, general = _read_both(body)
+    assert type(fast.decoded) is type(general.decoded)
+    if isinstance(fast.decoded, OipTensor):
+        assert isinstance(fast.decoded.tensor.values, list)
+        assert fast.decoded.tensor.values == general.decoded.tensor.values
+
+
+def test_an_integer_beyond_64_bits_is_read_the_general_way() -> None:
+    body = _large(tensor([1, 2, 3], [1, 3])).replace(b'"data":[1,', b'"data":[1' + b"0" * 30 + b",")
+    request = read_inference_request(body)  # simdjson refuses the number; orjson reads it
+    assert isinstance(request.decoded, OipTensor)
+    assert isinstance(request.decoded.tensor.values, list)
+    with pytest.raises(InvalidInput, match="row 0: feature 'a' is out of range"):
+        request.decoded.to_batch(SCHEMA)
+
+
+def test_a_small_body_is_read_by_orjson() -> None:
+    request = read_inference_request(orjson.dumps(tensor([1.0, 2.0, 3.0], [1, 3])))
+    assert isinstance(request.decoded, OipTensor)
+    assert isinstance(request.decoded.tensor.values, list)
+
+
+@pytest.mark.parametrize("size", [0, FAST_PATH_FROM_BYTES])
+def test_a_body_that_is_not_json_is_named(size: int) -> None:
+    with pytest.raises(MalformedRequest, match="body is not valid JSON"):
+        read_inference_request(b'{"inputs": [1, 2,]}'.ljust(size))
 
 
 def test_too_many_rows_is_the_schema_limit() -> None:
