@@ -6,8 +6,9 @@ worker, ml-api with two, MLServer's scikit-learn runtime with and without adapti
 single rows at each client count and 100-row requests at 8 clients. Each point is run
 ``--repeats`` times: the table gives the best, the spread, and the CPU steal seen (this machine
 is shared). The server is pinned to core 0 and wrk to core 1 (``taskset``), so the load
-generator does not steal the server's CPU; two workers share both cores with wrk. Every figure
-comes from wrk's own latency histogram.
+generator does not steal the server's CPU; two workers share both cores with wrk, and their
+runs alternate with the one-worker server's, so the scaling table compares runs minutes apart
+at most. Every figure comes from wrk's own latency histogram.
 
     .venv/bin/python bench/run.py                    # both models, ml-api and MLServer
     .venv/bin/python bench/run.py --skip-peer --duration 2 --clients 1 --models light \
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,29 +154,102 @@ def measure(
                 start = cpu_times()
                 runs.append(wrk(url, body, count, duration, wrk_cores))
                 steal = max(steal, steal_since(start))
-            best = max(runs, key=lambda run: run["rps"])
-            results.append(
-                Measurement(
-                    server=server,
-                    workload=workload,
-                    clients=count,
-                    rps=best["rps"],
-                    p50_ms=best["p50"],
-                    p99_ms=best["p99"],
-                    errors=int(sum(run["errors"] for run in runs)),
-                    rss_mib=tree_rss_mib(pid),
-                    model=model,
-                    runs=tuple(run["rps"] for run in runs),
-                    steal_percent=steal,
-                )
-            )
-            print(
-                f"  {model:<5} {server:<28} {workload:<8} c={count:<3} "
-                f"{' / '.join(format(run['rps'], '.0f') for run in runs)} req/s, "
-                f"steal {steal:.1f} %",
-                flush=True,
-            )
+            results.append(best_of(server, workload, count, runs, pid, model, steal))
     return results
+
+
+def best_of(
+    server: str,
+    workload: str,
+    clients: int,
+    runs: list[dict[str, float]],
+    pid: int,
+    model: str,
+    steal: float,
+) -> Measurement:
+    """The point's best run, with the others' spread; printed as it is measured."""
+    best = max(runs, key=lambda run: run["rps"])
+    print(
+        f"  {model:<5} {server:<28} {workload:<8} c={clients:<3} "
+        f"{' / '.join(format(run['rps'], '.0f') for run in runs)} req/s, steal {steal:.1f} %",
+        flush=True,
+    )
+    return Measurement(
+        server=server,
+        workload=workload,
+        clients=clients,
+        rps=best["rps"],
+        p50_ms=best["p50"],
+        p99_ms=best["p99"],
+        errors=int(sum(run["errors"] for run in runs)),
+        rss_mib=tree_rss_mib(pid),
+        model=model,
+        runs=tuple(run["rps"] for run in runs),
+        steal_percent=steal,
+    )
+
+
+ONE_WORKER_PAIRED = "ml-api (1 worker, paired)"
+TWO_WORKERS = "ml-api (2 workers)"
+
+
+def measure_scaling(
+    serve: list[str],
+    env: dict[str, str],
+    one_worker: tuple[str, int],
+    body: Path,
+    counts: list[int],
+    duration: int,
+    repeats: int,
+    model: str,
+) -> list[Measurement]:
+    """ml-api with 2 workers against the running 1-worker server, single rows, their runs
+    alternated so that a drift of the machine's load over minutes hits both alike.
+
+    The 1-worker server is on core 0 with wrk on core 1; the two workers are not pinned and
+    share both cores with wrk (the machine has two), which understates their scaling.
+    """
+    port = free_port()
+    ready = f"http://127.0.0.1:{port}/v2/health/ready"
+    url = f"http://127.0.0.1:{port}/predict"
+    one_url, one_pid = one_worker
+    results: list[Measurement] = []
+    with running([*serve, "--port", str(port), "--workers", "2"], ready, env) as pid:
+        for count in counts:
+            wrk(url, body, count, min(2, duration), "0,1")  # warm up
+            one: list[dict[str, float]] = []
+            two: list[dict[str, float]] = []
+            steal = 0.0
+            for _ in range(repeats):
+                start = cpu_times()
+                one.append(wrk(one_url, body, count, duration, "1"))
+                two.append(wrk(url, body, count, duration, "0,1"))
+                steal = max(steal, steal_since(start))
+            results.append(best_of(ONE_WORKER_PAIRED, "1 row", count, one, one_pid, model, steal))
+            results.append(best_of(TWO_WORKERS, "1 row", count, two, pid, model, steal))
+    return results
+
+
+def scaling_table(results: list[Measurement]) -> str:
+    """2 workers against 1 from the alternated runs: best against best, and the median of
+    the run-by-run ratios."""
+    paired = {(m.model, m.clients): m for m in results if m.server == ONE_WORKER_PAIRED}
+    lines = [
+        "| model | clients | 1 worker req/s (runs) | 2 workers req/s (runs) | best ÷ best "
+        "| median of run ratios | CPU steal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in results:
+        one = paired.get((m.model, m.clients))
+        if m.server != TWO_WORKERS or one is None:
+            continue
+        ratios = sorted(b / a for a, b in zip(one.runs, m.runs, strict=True))
+        lines.append(
+            f"| {m.model} | {m.clients} | {' / '.join(f'{r:,.0f}' for r in one.runs)} | "
+            f"{' / '.join(f'{r:,.0f}' for r in m.runs)} | {m.rps / one.rps:.2f} | "
+            f"{statistics.median(ratios):.2f} | {m.steal_percent:.1f} % |"
+        )
+    return "\n".join(lines)
 
 
 def write_bodies(folder: Path, x: Any) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -378,19 +453,16 @@ def run_predict(
             repeats=repeats,
             model=kind,
         )
-    if two_workers and not skip_peer:
-        # Two cores only: the two workers and wrk share them, so this understates scaling.
-        with running([*serve, "--workers", "2"], ready, env) as pid:
-            results += measure(
-                "ml-api (2 workers)",
-                predict,
-                pid,
-                {"1 row": ours["1 row"]},
+        if two_workers:
+            results += measure_scaling(
+                [str(ROOT / ".venv" / "bin" / "ml-api"), "serve"],
+                env,
+                (predict, pid),
+                ours["1 row"],
                 counts,
                 duration,
-                "0,1",
-                repeats=repeats,
-                model=kind,
+                repeats,
+                kind,
             )
     if not skip_peer:
         mlserver = ensure_peer_venv()
@@ -460,6 +532,9 @@ def main(
             )
     print()
     print(table(results))
+    if any(m.server == TWO_WORKERS for m in results):
+        print()
+        print(scaling_table(results))
     # The peer's errors are figures of the peer (MLServer times out under load); ours fail.
     if any(m.errors for m in results if m.server.startswith("ml-api")):
         raise typer.Exit(1)

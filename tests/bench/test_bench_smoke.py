@@ -31,6 +31,17 @@ def test_benchmark_smoke_run_prints_a_table_without_errors() -> None:
     assert same_body[2:4] == ["100 rows", "8"]  # the peer's OIP tensor, to our /v2 endpoint
     assert float(same_body[4].replace(",", "")) > 5
     assert same_body[8] == "0"
+    # Two workers, in runs alternated with the one-worker server's, and their ratio.
+    two = [cells for cells in table_rows(output) if cells[1] == "ml-api (2 workers)"]
+    assert [cells[3] for cells in two] == ["1", "8"]
+    assert all(cells[8] == "0" for cells in two)
+    scaling = [cells for cells in table_rows(output) if len(cells) == 7 and cells[0] == "heavy"]
+    assert [cells[1] for cells in scaling] == ["1", "8"]
+    for cells in scaling:
+        one_runs, two_runs = (cells[i].split(" / ") for i in (2, 3))
+        assert len(one_runs) == len(two_runs) == 2
+        assert float(cells[4]) > 0  # best ÷ best
+        assert float(cells[5]) > 0  # median of the run-by-run ratios
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (apt-get install wrk)")
