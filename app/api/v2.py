@@ -25,7 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.predict import MAX_KEY_LENGTH, request_id_of, routing_key_of
-from app.codecs.oip import encode_response, model_metadata, parse_json, read_inference_request
+from app.codecs.json_rows import parse_json
+from app.codecs.oip import encode_response, model_metadata, read_inference_request
 from app.container import Container
 from app.errors import InvalidInput, ModelNotLoaded, ServiceError, UnknownModel
 from app.registry.meta import ExperimentSummary, validate_tag

@@ -22,12 +22,16 @@ class JsonRows:
         return schema.rows_to_batch(self.instances)
 
 
-def decode_json_rows(body: bytes) -> JsonRows:
+def parse_json(body: bytes) -> Any:
+    """A JSON request body, or MalformedRequest naming the syntax error (every JSON route)."""
     try:
-        document = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
-    return rows_from_document(document)
+
+
+def decode_json_rows(body: bytes) -> JsonRows:
+    return rows_from_document(parse_json(body))
 
 
 def rows_from_document(document: Any) -> JsonRows:

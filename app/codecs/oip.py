@@ -20,8 +20,9 @@ same rules, limits and messages as ``/predict``. Numbers are read as sent (float
 common numeric request, has its data parsed by simdjson straight into a float64 buffer: on a
 100-row request the 3,000 Python floats that orjson makes, their type check and the array
 built from them cost more than everything else the service does before the model. Every other
-body, and any body that path does not take as it is, is parsed by orjson and checked the
-general way, so what a client is told never depends on the path.
+body of that size is turned into Python objects from the same parse (orjson reads the smaller
+ones, and those simdjson refuses), and every body is checked the general way, so what a client
+is told never depends on the path.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import simdjson
 
-from app.errors import InvalidInput, MalformedRequest
+from app.codecs.json_rows import parse_json
+from app.errors import InvalidInput
 from app.registry.meta import FeatureSpec
 from app.serving.inputs import Batch, InputSchema, describe
 from app.serving.model import PredictionResult
@@ -176,30 +177,28 @@ class InferenceRequest:
     outputs: tuple[RequestedOutput, ...]
 
 
-def parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"body is not valid JSON: {exc}", reason="malformed_json") from exc
-
-
 # Below this many bytes (about eight 30-feature rows) orjson and the general checks are as fast.
 FAST_PATH_FROM_BYTES = 4096
 
 
 def read_inference_request(body: bytes) -> InferenceRequest:
     """Parse and decode an InferenceRequest body (see the module's note on the fast path)."""
-    document = _float_tensor_document(body) if len(body) >= FAST_PATH_FROM_BYTES else None
+    document = _simdjson_document(body) if len(body) >= FAST_PATH_FROM_BYTES else None
     return decode_inference_request(parse_json(body) if document is None else document)
 
 
-def _float_tensor_document(body: bytes) -> dict[str, Any] | None:
-    """The body with its one input's data already a float64 array, when it is a single
-    ``FP*`` tensor whose data holds only numbers (nested or flat); None otherwise."""
+def _simdjson_document(body: bytes) -> Any:
+    """The body as Python objects, a single ``FP*`` tensor's data (numbers only, nested or
+    flat) already a float64 array; None when simdjson cannot read it (orjson names why)."""
     try:
         document = simdjson.Parser().parse(body)
     except (ValueError, RuntimeError):  # not JSON, or an integer beyond 64 bits
         return None
+    with_array = _with_float_array(document)
+    return _plain(document) if with_array is None else with_array
+
+
+def _with_float_array(document: Any) -> dict[str, Any] | None:
     if not isinstance(document, simdjson.Object):
         return None
     parameters = document.get("parameters")

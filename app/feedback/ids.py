@@ -35,14 +35,14 @@ import orjson
 
 from app.feedback.store import PredictionRecord
 
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MAX_ID_LENGTH = 128
+REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_ID_LENGTH}}}")
 _OURS = re.compile(r"(?P<issued>[0-9a-z]{6,10})\.(?P<nonce>[0-9a-f]{16})\.(?P<sig>[0-9a-f]{16})")
-_MAX_PAYLOAD = 100  # base64url characters: with the other parts, within 128
+_MAX_PAYLOAD = 100  # base64url characters, a loose bound: seal() keeps the whole id in 128
 _SEALED = re.compile(
     r"(?P<issued>[0-9a-z]{6,10})\.(?P<nonce>[0-9a-f]{16})"
     rf"\.(?P<payload>[A-Za-z0-9_-]{{4,{_MAX_PAYLOAD}}})\.(?P<sig>[0-9a-f]{{16}})"
 )
-MAX_ID_LENGTH = 128
 _SIGNATURE_PART = len(".") + 16  # the dot and 16 hex digits
 # Roles that answer a request, as one character in a sealed id.
 _ROLE_CODES = {"primary": "p", "candidate": "c"}
@@ -86,7 +86,7 @@ class RequestIds:
         # what makes them unforgeable.
         self._prefix = os.urandom(8).hex()
         self._counter = itertools.count()
-        self._payloads: dict[tuple[Any, ...], str | None] = {}
+        self._payloads: dict[tuple[Any, ...], str] = {}
         # BLAKE2b keyed: a third of HMAC-SHA256's cost, paid on every served request. Keyed
         # once: each signature copies the keyed state instead of keying anew.
         self._plain_hasher = self._sealed_hasher = None
@@ -181,10 +181,9 @@ class RequestIds:
         return IdCheck("ours", issued_at, record)
 
 
-def _encode_payload(tag: str, role: str, revision: int, labels: list[str]) -> str | None:
+def _encode_payload(tag: str, role: str, revision: int, labels: list[str]) -> str:
     document = orjson.dumps([tag, _ROLE_CODES[role], revision, labels])
-    payload = base64.urlsafe_b64encode(document).rstrip(b"=").decode()
-    return payload if len(payload) <= _MAX_PAYLOAD else None
+    return base64.urlsafe_b64encode(document).rstrip(b"=").decode()
 
 
 def _unseal(request_id: str, payload: str, issued_at: float) -> PredictionRecord | None:
