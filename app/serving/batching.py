@@ -3,9 +3,10 @@
 Per-call overhead dominates a model call on a few rows, so rows from requests that arrive
 while the model is busy are scored together in the next call. Nothing waits when there is no
 queue: an idle model is called at once, and a model whose call is cheaper than a thread hop
-(an ONNX graph, typically) is called inline on the event loop. Queues are per model object, so
-a batch never mixes models, and each request gets back exactly its own rows, from the model
-it took, across a hot swap too.
+(an ONNX graph, typically) is called inline on the event loop, once for all the requests that
+reach it in the same turn of the loop. Queues are per model object, so a batch never mixes
+models, and each request gets back exactly its own rows, from the model it took, across a hot
+swap too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from app.serving.runtime import run_with_thread_limit
 INLINE_BELOW_SECONDS = 0.0005
 # Weight of the newest call in the running estimate of the cost of a call (the call alone).
 COST_SMOOTHING = 0.2
+# A turn of the loop that gathers a single request only delays it. While turns gather fewer
+# than this many requests on average, requests are called at once, and every PROBE_EVERY-th
+# one opens a turn again to see whether others join it.
+SHARE_A_TURN_FROM = 1.5
+PROBE_EVERY = 16
 
 Waiter = tuple[Batch, "asyncio.Future[np.ndarray[Any, Any]]"]
 
@@ -58,6 +64,10 @@ class MicroBatcher:
         self.max_wait_seconds = max_wait_seconds
         # Only models with requests waiting or in a call have a queue.
         self._queues: dict[int, _ModelQueue] = {}
+        # Requests for inline models gathered in this turn of the event loop, per model.
+        self._this_turn: dict[int, _ModelQueue] = {}
+        self._gathered = 1.0  # running average of the requests a turn gathered
+        self._since_probe = 0
 
     @staticmethod
     def _record_cost(model: LoadedModel, seconds: float) -> None:
@@ -71,7 +81,11 @@ class MicroBatcher:
         queue = self._queues.get(id(model))
         if queue is None:
             cost = model.call_seconds
-            if cost is None or cost < INLINE_BELOW_SECONDS:
+            if cost is None:
+                return self._call_inline(model, batch)
+            if cost < INLINE_BELOW_SECONDS:
+                if id(model) in self._this_turn or self._worth_a_turn():
+                    return await self._inline_this_turn(model, batch)
                 return self._call_inline(model, batch)
             queue = self._queues[id(model)] = _ModelQueue(model)
             # The task starts once this request awaits below, with the request already queued.
@@ -87,6 +101,55 @@ class MicroBatcher:
             return model.predict_proba(batch)
         finally:
             self._record_cost(model, time.perf_counter() - started)
+
+    def _worth_a_turn(self) -> bool:
+        if self._gathered >= SHARE_A_TURN_FROM:
+            return True
+        self._since_probe += 1
+        if self._since_probe < PROBE_EVERY:
+            return False
+        self._since_probe = 0
+        return True
+
+    async def _inline_this_turn(self, model: LoadedModel, batch: Batch) -> np.ndarray[Any, Any]:
+        """The model's answer from one inline call shared by every request that reaches it
+        in this turn of the event loop.
+
+        Requests whose bodies arrived together reach the model in the same turn. A model on
+        many trees pays most of its call in fetching them into the CPU cache, and pays it
+        once per call, not per row; a request alone waits only for the rest of the turn.
+        """
+        loop = asyncio.get_running_loop()
+        turn = self._this_turn.get(id(model))
+        if turn is None:
+            turn = self._this_turn[id(model)] = _ModelQueue(model)
+            # Runs after the callbacks already due in this turn: the other requests' steps.
+            loop.call_soon(self._end_turn, id(model))
+        future: asyncio.Future[np.ndarray[Any, Any]] = loop.create_future()
+        turn.pending.append((batch, future))
+        turn.pending_rows += batch.n_rows
+        return await future
+
+    def _end_turn(self, key: int) -> None:
+        turn = self._this_turn.pop(key)
+        self._gathered += COST_SMOOTHING * (len(turn.pending) - self._gathered)
+        while turn.pending:
+            self._call_shared(turn.model, self._take(turn))
+
+    def _call_shared(self, model: LoadedModel, taken: list[Waiter]) -> None:
+        started = time.perf_counter()
+        try:
+            probabilities = model.predict_proba(Batch.concat([batch for batch, _ in taken]))
+        except Exception as exc:
+            if len(taken) > 1:  # one request's rows must not fail the others: each alone
+                for waiter in taken:
+                    self._call_shared(model, [waiter])
+            elif not taken[0][1].done():
+                taken[0][1].set_exception(exc)
+            return
+        # Per request: what decides inline or thread is what each request costs the loop.
+        self._record_cost(model, (time.perf_counter() - started) / len(taken))
+        self._hand_out(taken, probabilities)
 
     async def _drain(self, queue: _ModelQueue) -> None:
         behind_a_call = False  # the first request found no queue: it never waits
@@ -106,9 +169,10 @@ class MicroBatcher:
                         _timed_call, queue.model, combined
                     )
                 except Exception as exc:
-                    for _, future in taken:
-                        if not future.done():
-                            future.set_exception(exc)
+                    if len(taken) > 1:  # one request's rows must not fail the others
+                        await self._call_each_alone(queue.model, taken)
+                    elif not taken[0][1].done():
+                        taken[0][1].set_exception(exc)
                     continue
                 self._record_cost(queue.model, seconds)
                 self._hand_out(taken, probabilities)
@@ -116,6 +180,18 @@ class MicroBatcher:
             # Dropping the queue drops its reference to the model, so a replaced model can be
             # freed; requests that arrive later start a new one.
             self._queues.pop(id(queue.model), None)
+
+    @staticmethod
+    async def _call_each_alone(model: LoadedModel, taken: list[Waiter]) -> None:
+        for batch, future in taken:
+            try:
+                probabilities, _ = await anyio.to_thread.run_sync(_timed_call, model, batch)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(probabilities)
 
     def _take(self, queue: _ModelQueue) -> list[Waiter]:
         taken: list[Waiter] = []
