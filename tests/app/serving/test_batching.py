@@ -194,6 +194,33 @@ async def _share_turns(batcher: MicroBatcher, model: LoadedModel) -> None:
     await _burst(batcher, model, [model.schema.rows_to_batch(sample_rows(1))] * (PROBE_EVERY + 4))
 
 
+MARK = 999.0  # a bill length no penguin has: the runtime below refuses rows that carry it
+
+
+class FailsOnMarkedRows:
+    """A runtime that refuses any call whose rows include a marked one, else answers."""
+
+    def __init__(self, healthy: Any) -> None:
+        self.healthy = healthy
+        self.name = healthy.name
+
+    def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        if (batch.columns["bill_length_mm"] == MARK).any():
+            raise RuntimeError("the runtime refused a row")
+        result: np.ndarray[Any, Any] = self.healthy.predict_proba(batch)
+        return result
+
+
+def _with_a_marked_request(model: LoadedModel, healthy_requests: int, at: int) -> list[Batch]:
+    marked = sample_rows(1, offset=5)
+    marked[0]["bill_length_mm"] = MARK
+    requests = [
+        model.schema.rows_to_batch(sample_rows(1, offset=i)) for i in range(healthy_requests)
+    ]
+    requests.insert(at, model.schema.rows_to_batch(marked))
+    return requests
+
+
 async def test_requests_in_one_turn_of_the_loop_share_one_inline_call(
     registry: ModelRegistry,
 ) -> None:
@@ -250,22 +277,8 @@ async def test_a_failing_request_in_a_shared_call_fails_alone(registry: ModelReg
     await _share_turns(batcher, model)
     model.call_seconds = INLINE_BELOW_SECONDS / 10  # the burst measured it on a busy machine
     healthy = runtime.inner
-
-    class FailsOnMarkedRows:
-        name = "onnx"
-
-        @staticmethod
-        def predict_proba(batch: Batch) -> np.ndarray[Any, Any]:
-            if (batch.columns["bill_length_mm"] == 999.0).any():
-                raise RuntimeError("the runtime refused a row")
-            result: np.ndarray[Any, Any] = healthy.predict_proba(batch)
-            return result
-
-    runtime.inner = FailsOnMarkedRows()
-    marked = sample_rows(1, offset=5)
-    marked[0]["bill_length_mm"] = 999.0
-    requests = [model.schema.rows_to_batch(sample_rows(1, offset=i)) for i in range(4)]
-    requests.insert(2, model.schema.rows_to_batch(marked))
+    runtime.inner = FailsOnMarkedRows(healthy)
+    requests = _with_a_marked_request(model, healthy_requests=4, at=2)
     results = await _burst(batcher, model, requests)
     assert isinstance(results[2], RuntimeError)
     for i in (0, 1, 3, 4):
@@ -277,22 +290,8 @@ async def test_a_failing_request_in_a_thread_batch_fails_alone(registry: ModelRe
     batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
     await batcher.predict_proba(model, model.schema.rows_to_batch(sample_rows(1)))  # learn cost
     healthy = runtime.inner
-
-    class FailsOnMarkedRows:
-        name = "sklearn"
-
-        @staticmethod
-        def predict_proba(batch: Batch) -> np.ndarray[Any, Any]:
-            if (batch.columns["bill_length_mm"] == 999.0).any():
-                raise RuntimeError("the runtime refused a row")
-            result: np.ndarray[Any, Any] = healthy.predict_proba(batch)
-            return result
-
-    runtime.inner = FailsOnMarkedRows()
-    marked = sample_rows(1, offset=5)
-    marked[0]["bill_length_mm"] = 999.0
-    requests = [model.schema.rows_to_batch(sample_rows(1, offset=i)) for i in range(6)]
-    requests.insert(3, model.schema.rows_to_batch(marked))
+    runtime.inner = FailsOnMarkedRows(healthy)
+    requests = _with_a_marked_request(model, healthy_requests=6, at=3)
     runtime.calls.clear()
     results = await _burst(batcher, model, requests)
     assert runtime.calls == [7] + [1] * 7  # one batch; it failed, so each request alone
