@@ -26,8 +26,9 @@ from app.serving.runtime import run_with_thread_limit
 
 # Below this cost per call a thread hop (and batching) costs more than it saves.
 INLINE_BELOW_SECONDS = 0.0005
-# Weight of the newest call in the running estimate of the cost of a call (the call alone).
-COST_SMOOTHING = 0.2
+# Weight of the newest value in the running averages: the cost of a call (the call alone),
+# and the requests a turn of the loop gathered.
+SMOOTHING = 0.2
 # A turn of the loop that gathers a single request only delays it. While turns gather fewer
 # than this many requests on average, requests are called at once, and every PROBE_EVERY-th
 # one opens a turn again to see whether others join it.
@@ -74,7 +75,7 @@ class MicroBatcher:
         # The running estimate lives on the model (measured first when it was loaded).
         previous = model.call_seconds
         model.call_seconds = (
-            seconds if previous is None else previous + COST_SMOOTHING * (seconds - previous)
+            seconds if previous is None else previous + SMOOTHING * (seconds - previous)
         )
 
     async def predict_proba(self, model: LoadedModel, batch: Batch) -> np.ndarray[Any, Any]:
@@ -132,7 +133,7 @@ class MicroBatcher:
 
     def _end_turn(self, key: int) -> None:
         turn = self._this_turn.pop(key)
-        self._gathered += COST_SMOOTHING * (len(turn.pending) - self._gathered)
+        self._gathered += SMOOTHING * (len(turn.pending) - self._gathered)
         while turn.pending:
             self._call_shared(turn.model, self._take(turn))
 
@@ -144,8 +145,8 @@ class MicroBatcher:
             if len(taken) > 1:  # one request's rows must not fail the others: each alone
                 for waiter in taken:
                     self._call_shared(model, [waiter])
-            elif not taken[0][1].done():
-                taken[0][1].set_exception(exc)
+            else:
+                _fail(taken[0][1], exc)
             return
         # Per request: what decides inline or thread is what each request costs the loop.
         self._record_cost(model, (time.perf_counter() - started) / len(taken))
@@ -171,8 +172,8 @@ class MicroBatcher:
                 except Exception as exc:
                     if len(taken) > 1:  # one request's rows must not fail the others
                         await self._call_each_alone(queue.model, taken)
-                    elif not taken[0][1].done():
-                        taken[0][1].set_exception(exc)
+                    else:
+                        _fail(taken[0][1], exc)
                     continue
                 self._record_cost(queue.model, seconds)
                 self._hand_out(taken, probabilities)
@@ -181,17 +182,15 @@ class MicroBatcher:
             # freed; requests that arrive later start a new one.
             self._queues.pop(id(queue.model), None)
 
-    @staticmethod
-    async def _call_each_alone(model: LoadedModel, taken: list[Waiter]) -> None:
-        for batch, future in taken:
+    @classmethod
+    async def _call_each_alone(cls, model: LoadedModel, taken: list[Waiter]) -> None:
+        for waiter in taken:
             try:
-                probabilities, _ = await anyio.to_thread.run_sync(_timed_call, model, batch)
+                probabilities, _ = await anyio.to_thread.run_sync(_timed_call, model, waiter[0])
             except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
+                _fail(waiter[1], exc)
             else:
-                if not future.done():
-                    future.set_result(probabilities)
+                cls._hand_out([waiter], probabilities)
 
     def _take(self, queue: _ModelQueue) -> list[Waiter]:
         taken: list[Waiter] = []
@@ -211,3 +210,8 @@ class MicroBatcher:
             if not future.done():  # the client may have gone away
                 future.set_result(probabilities[start:end])
             start = end
+
+
+def _fail(future: asyncio.Future[np.ndarray[Any, Any]], exc: Exception) -> None:
+    if not future.done():  # the client may have gone away
+        future.set_exception(exc)

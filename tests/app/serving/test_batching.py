@@ -183,15 +183,23 @@ async def _burst(batcher: MicroBatcher, model: LoadedModel, requests: list[Batch
     return results
 
 
-def _cheap(registry: ModelRegistry) -> tuple[LoadedModel, RecordingRuntime]:
-    model, runtime = recorded(registry, "base", seconds=0.0, runtime="onnx")
+def _cheap(model: LoadedModel) -> None:
+    """The estimate of an inline model (a call measured on a busy machine may have moved it)."""
     model.call_seconds = INLINE_BELOW_SECONDS / 10
-    return model, runtime
 
 
-async def _share_turns(batcher: MicroBatcher, model: LoadedModel) -> None:
-    """A burst: the probe among them finds others joining its turn, so turns are shared."""
+async def _sharing_turns(
+    registry: ModelRegistry, max_rows: int = 64, max_wait_seconds: float = 0.0
+) -> tuple[LoadedModel, RecordingRuntime, MicroBatcher]:
+    """A cheap model whose batcher shares turns: after a burst, the probe among them found
+    others joining its turn. The burst's calls are not recorded."""
+    model, runtime = recorded(registry, "base", seconds=0.0, runtime="onnx")
+    _cheap(model)
+    batcher = MicroBatcher(max_rows=max_rows, max_wait_seconds=max_wait_seconds)
     await _burst(batcher, model, [model.schema.rows_to_batch(sample_rows(1))] * (PROBE_EVERY + 4))
+    _cheap(model)
+    runtime.calls.clear()
+    return model, runtime, batcher
 
 
 MARK = 999.0  # a bill length no penguin has: the runtime below refuses rows that carry it
@@ -224,11 +232,8 @@ def _with_a_marked_request(model: LoadedModel, healthy_requests: int, at: int) -
 async def test_requests_in_one_turn_of_the_loop_share_one_inline_call(
     registry: ModelRegistry,
 ) -> None:
-    model, runtime = _cheap(registry)
-    batcher = MicroBatcher(max_rows=64, max_wait_seconds=5.0)
-    await _share_turns(batcher, model)
-    model.call_seconds = INLINE_BELOW_SECONDS / 10  # the burst measured it on a busy machine
-    runtime.calls.clear()
+    # A long max wait: a call that waited for a timer could not pass on a busy machine.
+    model, runtime, batcher = await _sharing_turns(registry, max_wait_seconds=5.0)
     requests = [
         model.schema.rows_to_batch(sample_rows(1 + i % 3, offset=i * 11)) for i in range(10)
     ]
@@ -243,11 +248,7 @@ async def test_requests_in_one_turn_of_the_loop_share_one_inline_call(
 
 
 async def test_a_shared_turn_respects_max_rows(registry: ModelRegistry) -> None:
-    model, runtime = _cheap(registry)
-    batcher = MicroBatcher(max_rows=5, max_wait_seconds=0.0)
-    await _share_turns(batcher, model)
-    model.call_seconds = INLINE_BELOW_SECONDS / 10  # the burst measured it on a busy machine
-    runtime.calls.clear()
+    model, runtime, batcher = await _sharing_turns(registry, max_rows=5)
     await _burst(batcher, model, [model.schema.rows_to_batch(sample_rows(2))] * 12)
     assert sum(runtime.calls) == 24
     assert max(runtime.calls) <= 5
@@ -256,26 +257,21 @@ async def test_a_shared_turn_respects_max_rows(registry: ModelRegistry) -> None:
 async def test_a_lone_request_is_called_at_once_and_probes_now_and_then(
     registry: ModelRegistry,
 ) -> None:
-    model, _ = _cheap(registry)
-    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
-    await _share_turns(batcher, model)
+    model, _, batcher = await _sharing_turns(registry)
     batch = model.schema.rows_to_batch(sample_rows(1))
     for _ in range(3 * PROBE_EVERY):  # one client again: each turn gathers one request
-        model.call_seconds = INLINE_BELOW_SECONDS / 10
+        _cheap(model)
         await batcher.predict_proba(model, batch)
     waited = []
     for _ in range(4 * PROBE_EVERY):
-        model.call_seconds = INLINE_BELOW_SECONDS / 10
+        _cheap(model)
         waited.append(_suspends(batcher.predict_proba(model, batch)))
         await asyncio.sleep(0)  # a probe's turn ends: it gathered that one request
     assert sum(waited) == 4  # called at once, but for one probe in each PROBE_EVERY
 
 
 async def test_a_failing_request_in_a_shared_call_fails_alone(registry: ModelRegistry) -> None:
-    model, runtime = _cheap(registry)
-    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
-    await _share_turns(batcher, model)
-    model.call_seconds = INLINE_BELOW_SECONDS / 10  # the burst measured it on a busy machine
+    model, runtime, batcher = await _sharing_turns(registry)
     healthy = runtime.inner
     runtime.inner = FailsOnMarkedRows(healthy)
     requests = _with_a_marked_request(model, healthy_requests=4, at=2)
