@@ -3,12 +3,14 @@
 Two models (``bench_model.py``): the light pipeline (scaler + logistic regression) and a heavy
 200-iteration HistGradientBoosting classifier, 30 numeric features. For each: ml-api with one
 worker, ml-api with two, MLServer's scikit-learn runtime with and without adaptive batching;
-single rows at each client count and 100-row requests at 8 clients. Each point is run
-``--repeats`` times: the table gives the best, the spread, and the CPU steal seen (this machine
-is shared). The server is pinned to core 0 and wrk to core 1 (``taskset``), so the load
-generator does not steal the server's CPU; two workers share both cores with wrk, and their
-runs alternate with the one-worker server's, so the scaling table compares runs minutes apart
-at most. Every figure comes from wrk's own latency histogram.
+single rows at each client count and 100-row requests at 8 clients. The servers are up at once,
+all pinned to core 0, and wrk (on core 1, so the load generator does not steal the server's
+CPU) drives one at a time: each point gets ``--repeats`` rounds of one run per server, in an
+order rotated each round, so that a drift of this shared machine's load over minutes hits every
+server alike. The table gives each point's best run, the spread, and the CPU steal seen. Two
+workers share both cores with wrk, and their runs alternate with the one-worker server's, so
+the scaling table compares runs seconds apart. Every figure comes from wrk's own latency
+histogram.
 
     .venv/bin/python bench/run.py                    # both models, ml-api and MLServer
     .venv/bin/python bench/run.py --skip-peer --duration 2 --clients 1 --models light \
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,33 +130,51 @@ def wrk(url: str, body: Path, clients: int, duration: int, cores: str) -> dict[s
     return {key: float(value) for key, value in match.groupdict().items()}
 
 
-def measure(
-    server: str,
-    url: str,
-    pid: int,
-    bodies: dict[str, Path],
+@dataclass(frozen=True)
+class Target:
+    """One server endpoint of a side-by-side run, with its request body per workload."""
+
+    server: str
+    url: str
+    pid: int
+    bodies: dict[str, Path]
+
+
+def measure_side_by_side(
+    targets: list[Target],
     clients: list[int],
     duration: int,
-    wrk_cores: str,
-    every_size_at_every_count: bool = False,
-    repeats: int = 1,
+    repeats: int,
     model: str = "light",
+    every_size_at_every_count: bool = False,
 ) -> list[Measurement]:
-    """wrk against ``url`` with each body, ``repeats`` runs per point (the best is kept, the
-    spread and the CPU steal recorded); 100-row bodies at 8 clients only unless
-    ``every_size_at_every_count``."""
+    """Each point on every target that has a body for it, ``repeats`` rounds of one run per
+    target, the order rotated each round (A B C, then B C A, ...), so that a drift of the
+    machine's load over minutes hits every server alike. All servers are up at once on core 0,
+    wrk on core 1. The best run is kept, the spread and the CPU steal recorded; 100-row bodies
+    at 8 clients only unless ``every_size_at_every_count``."""
     results = []
-    for workload, body in bodies.items():
+    workloads = list(dict.fromkeys(w for target in targets for w in target.bodies))
+    for workload in workloads:
+        present = [target for target in targets if workload in target.bodies]
         counts = clients if workload == "1 row" or every_size_at_every_count else [8]
         for count in counts:
-            wrk(url, body, count, min(2, duration), wrk_cores)  # warm up
-            runs: list[dict[str, float]] = []
-            steal = 0.0
-            for _ in range(repeats):
-                start = cpu_times()
-                runs.append(wrk(url, body, count, duration, wrk_cores))
-                steal = max(steal, steal_since(start))
-            results.append(best_of(server, workload, count, runs, pid, model, steal))
+            runs: dict[str, list[dict[str, float]]] = {t.server: [] for t in present}
+            steal = dict.fromkeys(runs, 0.0)
+            for target in present:  # warm up
+                wrk(target.url, target.bodies[workload], count, min(2, duration), "1")
+            for turn in range(repeats):
+                first = turn % len(present)
+                for target in present[first:] + present[:first]:
+                    start = cpu_times()
+                    runs[target.server].append(
+                        wrk(target.url, target.bodies[workload], count, duration, "1")
+                    )
+                    steal[target.server] = max(steal[target.server], steal_since(start))
+            results += [
+                best_of(t.server, workload, count, runs[t.server], t.pid, model, steal[t.server])
+                for t in present
+            ]
     return results
 
 
@@ -293,9 +313,11 @@ def ensure_peer_venv() -> Path:
     return PEER_VENV / "bin" / "mlserver"
 
 
-def mlserver_folder(folder: Path, port: int, batching: bool, name: str = "bench") -> Path:
-    shutil.rmtree(folder / "mlserver", ignore_errors=True)
-    model_dir = folder / "mlserver" / name
+def mlserver_folder(folder: Path, port: int, batching: bool, name: str) -> Path:
+    """A model repository and settings for one MLServer on ``port``, in a folder of its own."""
+    root = folder / ("mlserver-batching" if batching else "mlserver")
+    shutil.rmtree(root, ignore_errors=True)
+    model_dir = root / name
     model_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(folder / "model.joblib", model_dir / "model.joblib")
     settings: dict[str, Any] = {
@@ -313,8 +335,30 @@ def mlserver_folder(folder: Path, port: int, batching: bool, name: str = "bench"
         "host": "127.0.0.1",
         "parallel_workers": 0,
     }
-    (folder / "mlserver" / "settings.json").write_text(json.dumps(server))
-    return folder / "mlserver"
+    (root / "settings.json").write_text(json.dumps(server))
+    return root
+
+
+PEER = "MLServer (sklearn)"
+PEER_BATCHING = "MLServer (adaptive batching)"
+
+
+def start_peers(
+    stack: ExitStack, folder: Path, bodies: dict[str, Path], name: str, batching: list[bool]
+) -> list[Target]:
+    """MLServer on core 0 serving ``folder/model.joblib`` as ``name``, once per batching
+    setting, each kept running until ``stack`` closes."""
+    mlserver = ensure_peer_venv()
+    peer_env = {**os.environ, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}"}
+    targets = []
+    for batched in batching:
+        port = free_port()
+        config = mlserver_folder(folder, port, batched, name)
+        url = f"http://127.0.0.1:{port}/v2/models/{name}"
+        command = ["taskset", "-c", "0", str(mlserver), "start", str(config)]
+        pid = stack.enter_context(running(command, f"{url}/ready", peer_env))
+        targets.append(Target(PEER_BATCHING if batched else PEER, f"{url}/infer", pid, bodies))
+    return targets
 
 
 def table(results: list[Measurement]) -> str:
@@ -343,7 +387,6 @@ def table(results: list[Measurement]) -> str:
 
 ML_API_OIP = "ml-api /v2/.../infer"
 ML_API_PREDICT = "ml-api /predict"
-PEER_OIP = "MLServer (sklearn)"
 
 
 def oip_table(results: list[Measurement]) -> str:
@@ -355,7 +398,7 @@ def oip_table(results: list[Measurement]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in results:
-        peer = rps.get((PEER_OIP, m.workload, m.clients))
+        peer = rps.get((PEER, m.workload, m.clients))
         predict = rps.get((ML_API_PREDICT, m.workload, m.clients))
         mine = m.server == ML_API_OIP
         versus_peer = f"{m.rps / peer:.2f}" if mine and peer else ""
@@ -368,38 +411,29 @@ def oip_table(results: list[Measurement]) -> str:
 
 
 def run_oip(
-    folder: Path, x: Any, counts: list[int], duration: int, skip_peer: bool, env: dict[str, str]
+    folder: Path,
+    x: Any,
+    counts: list[int],
+    duration: int,
+    repeats: int,
+    skip_peer: bool,
+    env: dict[str, str],
 ) -> list[Measurement]:
     """The same OIP requests to ml-api and MLServer; /predict on the same rows."""
     predict_bodies, oip_bodies = write_oip_bodies(folder, x)
-    results: list[Measurement] = []
     port = free_port()
     serve = [str(ROOT / ".venv" / "bin" / "ml-api"), "serve", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
-    with running(
-        ["taskset", "-c", "0", *serve, "--workers", "1"], f"{base}/v2/health/ready", env
-    ) as pid:
-        # Interleaved, so a drift of the machine's load hits both endpoints alike.
-        for workload in oip_bodies:
-            for count in counts:
-                for server, url, bodies in (
-                    (ML_API_OIP, f"{base}/v2/models/ml-api/infer", oip_bodies),
-                    (ML_API_PREDICT, f"{base}/predict", predict_bodies),
-                ):
-                    body = {workload: bodies[workload]}
-                    results += measure(server, url, pid, body, [count], duration, "1", True)
-    if not skip_peer:
-        mlserver = ensure_peer_venv()
-        peer_port = free_port()
-        config = mlserver_folder(folder, peer_port, batching=False, name="ml-api")
-        url = f"http://127.0.0.1:{peer_port}/v2/models/ml-api"
-        peer_env = {**os.environ, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}"}
-        command = ["taskset", "-c", "0", str(mlserver), "start", str(config)]
-        with running(command, f"{url}/ready", peer_env) as pid:
-            results += measure(
-                PEER_OIP, f"{url}/infer", pid, oip_bodies, counts, duration, "1", True
-            )
-    return results
+    with ExitStack() as stack:
+        command = ["taskset", "-c", "0", *serve, "--workers", "1"]
+        pid = stack.enter_context(running(command, f"{base}/v2/health/ready", env))
+        targets = [
+            Target(ML_API_OIP, f"{base}/v2/models/ml-api/infer", pid, oip_bodies),
+            Target(ML_API_PREDICT, f"{base}/predict", pid, predict_bodies),
+        ]
+        if not skip_peer:
+            targets += start_peers(stack, folder, oip_bodies, "ml-api", [False])
+        return measure_side_by_side(targets, counts, duration, repeats, "light", True)
 
 
 def run_predict(
@@ -428,31 +462,21 @@ def run_predict(
     serve = [str(ROOT / ".venv" / "bin" / "ml-api"), "serve", "--port", str(port)]
     ready = f"http://127.0.0.1:{port}/v2/health/ready"
     predict = f"http://127.0.0.1:{port}/predict"
-    results: list[Measurement] = []
     with running(["taskset", "-c", "0", *serve, "--workers", "1"], ready, env) as pid:
-        results += measure(
-            "ml-api (1 worker)",
-            predict,
-            pid,
-            ours,
-            counts,
-            duration,
-            "1",
-            repeats=repeats,
-            model=kind,
-        )
-        # The very bytes MLServer gets (its OIP tensor), to ml-api's own OIP endpoint.
-        results += measure(
-            "ml-api /v2 (1 worker, peer's body)",
-            f"http://127.0.0.1:{port}/v2/models/ml-api/infer",
-            pid,
-            {"100 rows": theirs["100 rows"]},
-            counts,
-            duration,
-            "1",
-            repeats=repeats,
-            model=kind,
-        )
+        targets = [
+            Target("ml-api (1 worker)", predict, pid, ours),
+            # The very bytes MLServer gets (its OIP tensor), to ml-api's own OIP endpoint.
+            Target(
+                "ml-api /v2 (1 worker, peer's body)",
+                f"http://127.0.0.1:{port}/v2/models/ml-api/infer",
+                pid,
+                {"100 rows": theirs["100 rows"]},
+            ),
+        ]
+        with ExitStack() as peers:
+            if not skip_peer:
+                targets += start_peers(peers, model_dir, theirs, "bench", [False, True])
+            results = measure_side_by_side(targets, counts, duration, repeats, kind)
         if two_workers:
             results += measure_scaling(
                 [str(ROOT / ".venv" / "bin" / "ml-api"), "serve"],
@@ -464,28 +488,6 @@ def run_predict(
                 repeats,
                 kind,
             )
-    if not skip_peer:
-        mlserver = ensure_peer_venv()
-        for batching in (False, True):
-            peer_port = free_port()
-            config = mlserver_folder(model_dir, peer_port, batching)
-            name = "MLServer (adaptive batching)" if batching else "MLServer (sklearn)"
-            url = f"http://127.0.0.1:{peer_port}"
-            peer_env = {**os.environ, "PATH": f"{PEER_VENV / 'bin'}:{os.environ['PATH']}"}
-            command = ["taskset", "-c", "0", str(mlserver), "start", str(config)]
-            with running(command, f"{url}/v2/models/bench/ready", peer_env) as pid:
-                infer = f"{url}/v2/models/bench/infer"
-                results += measure(
-                    name,
-                    infer,
-                    pid,
-                    theirs,
-                    counts,
-                    duration,
-                    "1",
-                    repeats=repeats,
-                    model=kind,
-                )
     return results
 
 
@@ -520,7 +522,7 @@ def main(
                 "ML_API_RUNTIME": runtime,
                 "ML_API_LOG_LEVEL": "warning",
             }
-            results = run_oip(folder, x, counts, duration, skip_peer, env)
+            results = run_oip(folder, x, counts, duration, repeats, skip_peer, env)
             print()
             print(oip_table(results))
             if any(m.errors for m in results):
