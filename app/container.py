@@ -178,6 +178,7 @@ class Container(containers.DeclarativeContainer):
         poll_seconds=settings.provided.poll_seconds,
         startup_retry_max_seconds=settings.provided.startup_retry_max_seconds,
         drift_interval_seconds=settings.provided.drift_interval_seconds,
+        metrics_flush_seconds=settings.provided.metrics_flush_seconds,
     )
     admin_tokens = providers.Singleton(AdminTokenChecker, token=settings.provided.admin_token)
     retrain_trigger = providers.Singleton(

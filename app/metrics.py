@@ -2,14 +2,20 @@
 
 Works in prometheus-client multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before this
 module is imported, as ``ml-api serve`` does): counters and histograms are summed across
-workers, gauges use the aggregation noted on each.
+workers, gauges use the aggregation noted on each. There every write is a locked write into a
+memory-mapped file, so the per-request counters and histograms are held in the process and
+written in one go (:class:`WriteBehind`): when this process renders ``/metrics`` and every
+``ML_API_METRICS_FLUSH_SECONDS`` (another worker's last second may reach a scrape late, never
+lost). Without multiprocess mode they are written at once (:class:`WriteThrough`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -294,12 +300,13 @@ SPEC_ACTIONS = ("put", "replace", "promote", "rollback", "guard")
 class ServiceMetrics:
     """The observations the service makes; one instance per process, from the container."""
 
-    def __init__(self) -> None:
+    def __init__(self, writes: Writes | None = None) -> None:
         self._serving: dict[str, tuple[str, str]] = {}
         self._weights: set[tuple[str, str]] = set()
         # Labelled children, looked up once: labels() validates and locks on every call,
         # which on the request path costs more than the observation itself.
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._writes = writes if writes is not None else default_writes()
         MODEL_READY.set(0)
         # Series that exist from the start make increase() and alerts see their first event.
         for result in ("success", "failure"):
@@ -390,9 +397,10 @@ class ServiceMetrics:
         self._child(HTTP_IN_PROGRESS, handler, method).inc()
 
     def request_finished(self, handler: str, method: str, status: int, seconds: float) -> None:
+        # In progress is written at once: held back, its inc and dec would cancel out unseen.
         self._child(HTTP_IN_PROGRESS, handler, method).dec()
-        self._child(HTTP_REQUESTS, handler, method, str(status)).inc()
-        self._child(HTTP_DURATION, handler, method).observe(seconds)
+        self._writes.add(self._child(HTTP_REQUESTS, handler, method, str(status)))
+        self._writes.observe(self._child(HTTP_DURATION, handler, method), seconds)
 
     def request_invalid(self, reason: str) -> None:
         INVALID_REQUESTS.labels(reason).inc()
@@ -401,9 +409,9 @@ class ServiceMetrics:
         """``requests`` served by one model call of ``seconds`` (shadows score many at once)."""
         histogram = self._child(MODEL_INFERENCE, tag, role)
         if requests == 1:
-            histogram.observe(seconds)
+            self._writes.observe(histogram, seconds)
         else:
-            observe_many(histogram, np.full(requests, seconds))
+            self._writes.observe_all(histogram, np.full(requests, seconds))
 
     def model_failed(self, tag: str, role: str) -> None:
         self._child(MODEL_ERRORS, tag, role).inc()
@@ -417,13 +425,18 @@ class ServiceMetrics:
         unknown_categories: Mapping[str, int],
     ) -> None:
         """One model call's rows: ``counts`` rows per top class, each row's confidence."""
+        writes = self._writes
         if role != "shadow":
-            ROWS_PER_REQUEST.observe(len(confidence))
+            writes.observe(ROWS_PER_REQUEST, len(confidence))
         for label, count in counts.items():
-            self._child(PREDICTIONS, tag, role, label).inc(count)
-        observe_many(self._child(CONFIDENCE, tag, role), confidence)
+            writes.add(self._child(PREDICTIONS, tag, role, label), count)
+        writes.observe_all(self._child(CONFIDENCE, tag, role), confidence)
         for feature, count in unknown_categories.items():
-            self._child(UNKNOWN_CATEGORIES, tag, feature).inc(count)
+            writes.add(self._child(UNKNOWN_CATEGORIES, tag, feature), count)
+
+    def flush(self) -> None:
+        """Write what this process holds back (see :class:`WriteBehind`)."""
+        self._writes.flush()
 
     # -- shadows -----------------------------------------------------------------------
     def shadow_compared(
@@ -538,6 +551,93 @@ def observe_many(histogram: Any, values: np.ndarray[Any, Any]) -> None:
     total.inc(float(values.sum()))
 
 
+class Writes(Protocol):
+    """How the per-request counters and histograms reach their collectors."""
+
+    def add(self, counter: Any, amount: float = 1.0) -> None: ...
+    def observe(self, histogram: Any, value: float) -> None: ...
+    def observe_all(self, histogram: Any, values: np.ndarray[Any, Any]) -> None: ...
+    def flush(self) -> None: ...
+
+
+class WriteThrough:
+    """Every write at once (a process-local registry: a write is a locked float add)."""
+
+    def add(self, counter: Any, amount: float = 1.0) -> None:
+        counter.inc(amount)
+
+    def observe(self, histogram: Any, value: float) -> None:
+        histogram.observe(value)
+
+    def observe_all(self, histogram: Any, values: np.ndarray[Any, Any]) -> None:
+        observe_many(histogram, values)
+
+    def flush(self) -> None:
+        return None
+
+
+class WriteBehind:
+    """Writes held in the process and applied in one go by :meth:`flush`.
+
+    In multiprocess mode each counter increment is a locked write into a memory-mapped file
+    (about 1.3 µs; a histogram observation about 3.6 µs) and a 100-row request makes about
+    twenty of them; under wrk, serving with no metrics at all ran 100-row OIP requests 16 %
+    (1 client) to 32 % (8 clients) faster. Held back, a write is a dict update under one
+    lock, and a flush applies each counter's sum once and each histogram's values as one
+    increment per bucket. Safe from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._added: dict[Any, float] = {}
+        self._observed: dict[Any, list[float]] = {}
+        _held_back.add(self)
+
+    def add(self, counter: Any, amount: float = 1.0) -> None:
+        with self._lock:
+            self._added[counter] = self._added.get(counter, 0.0) + amount
+
+    def observe(self, histogram: Any, value: float) -> None:
+        with self._lock:
+            values = self._observed.get(histogram)
+            if values is None:
+                self._observed[histogram] = [value]
+            else:
+                values.append(value)
+
+    def observe_all(self, histogram: Any, values: np.ndarray[Any, Any]) -> None:
+        listed = values.tolist()
+        with self._lock:
+            held = self._observed.get(histogram)
+            if held is None:
+                self._observed[histogram] = listed
+            else:
+                held.extend(listed)
+
+    def flush(self) -> None:
+        with self._lock:
+            added, self._added = self._added, {}
+            observed, self._observed = self._observed, {}
+        for counter, amount in added.items():
+            counter.inc(amount)
+        for histogram, values in observed.items():
+            observe_many(histogram, np.asarray(values, dtype=np.float64))
+
+
+# Every WriteBehind of this process, so rendering /metrics can flush them first.
+_held_back: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
+
+
+def default_writes() -> Writes:
+    """Held back in multiprocess mode (where a write is dear), at once otherwise."""
+    return WriteBehind() if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else WriteThrough()
+
+
+def flush_held_back() -> None:
+    for writes in list(_held_back):
+        writes.flush()
+
+
 class NullMetrics(ServiceMetrics):
     """Observes nothing: what the service costs without metrics (benchmarks override the
     container's ``metrics`` provider with it)."""
@@ -546,6 +646,7 @@ class NullMetrics(ServiceMetrics):
         self._serving = {}
         self._weights = set()
         self._children = {}
+        self._writes = WriteThrough()
 
     def _observe_nothing(self, *args: Any, **kwargs: Any) -> None:
         return None
@@ -615,7 +716,9 @@ def exposition_registry() -> CollectorRegistry:
 
 
 def render_latest() -> tuple[bytes, str]:
-    """The exposition text: aggregated over workers in multiprocess mode."""
+    """The exposition text: aggregated over workers in multiprocess mode (with what this
+    process held back written first)."""
+    flush_held_back()
     return generate_latest(_registry()), CONTENT_TYPE_LATEST
 
 
@@ -631,6 +734,7 @@ def _registry() -> CollectorRegistry:
 
 def current_samples(prefix: str = "ml_api_") -> list[tuple[str, dict[str, str], float]]:
     """Every sample whose name starts with ``prefix``, summed over this server's workers."""
+    flush_held_back()
     samples: list[tuple[str, dict[str, str], float]] = []
     for family in _registry().collect():
         if not family.name.startswith(prefix):

@@ -142,6 +142,15 @@ class Settings(BaseSettings):
     drift_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often each worker recomputes drift from its window."
     )
+    metrics_flush_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description=(
+            "With several workers, how often each writes the request metrics it holds back to "
+            "the shared files (a scrape answered by another worker sees them this late at most)."
+        ),
+    )
 
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092",

@@ -65,6 +65,7 @@ class WorkerLifecycle:
         poll_seconds: float,
         startup_retry_max_seconds: float,
         drift_interval_seconds: float,
+        metrics_flush_seconds: float,
     ) -> None:
         self.deployment = deployment
         self._drift = drift
@@ -78,6 +79,7 @@ class WorkerLifecycle:
         self._poll_seconds = poll_seconds
         self._max_backoff = startup_retry_max_seconds
         self._drift_interval = drift_interval_seconds
+        self._metrics_flush = metrics_flush_seconds
         self._tasks: list[asyncio.Task[None]] = []
         self._restore_threads: Callable[[], None] = _nothing
 
@@ -99,6 +101,7 @@ class WorkerLifecycle:
             ("bandit", self._bandit.run()),
             ("export-ab-figures", self._report_exporter.run()),
             ("report-resources", self.report_resources()),
+            ("flush-metrics", self.flush_metrics()),
             *((f"extra-{i}", loop) for i, loop in enumerate(extra)),
         ]
         self._tasks = [asyncio.create_task(loop, name=name) for name, loop in loops]
@@ -109,6 +112,7 @@ class WorkerLifecycle:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._metrics.flush()  # what this worker counted outlives it in the shared files
         self.deployment.release_all()
         self._restore_threads()
         process_exited(os.getpid())
@@ -138,6 +142,13 @@ class WorkerLifecycle:
         while True:
             self._metrics.worker_resources(*process_resources())
             await asyncio.sleep(interval)
+
+    async def flush_metrics(self) -> None:
+        """Write the request metrics this worker holds back, so that a scrape answered by
+        another worker sees them (a scrape answered by this one flushes first)."""
+        while True:
+            await asyncio.sleep(self._metrics_flush)
+            self._metrics.flush()
 
     async def measure_drift(self) -> None:
         """Every interval, PSI of each serving model's recent inputs against its training."""

@@ -48,7 +48,18 @@ def test_benchmark_smoke_run_prints_a_table_without_errors() -> None:
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset not available")
 def test_oip_workload_smoke_run_compares_v2_infer_with_predict() -> None:
     output = run_script(
-        "run.py", "--workload", "oip", "--skip-peer", "--duration", "1", "--clients", "1"
+        "run.py",
+        *(
+            "--workload",
+            "oip",
+            "--skip-peer",
+            "--duration",
+            "1",
+            "--clients",
+            "1",
+            "--repeats",
+            "1",
+        ),
     )
     rows = [cells for cells in table_rows(output) if cells[0].startswith("ml-api ")]
     assert len(rows) == 4  # /v2 infer and /predict, each on 1 and 100 rows
