@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from app.container import Container
 from app.metrics import (
     CONFIDENCE_BUCKETS,
+    HOLD_AT_MOST,
     ServiceMetrics,
     WriteBehind,
     Writes,
@@ -79,6 +80,19 @@ def test_write_behind_holds_writes_until_flushed_then_matches_writing_through() 
         assert got[key] == pytest.approx(value), key
     writes["behind"].flush()  # nothing held: nothing written twice
     assert _samples(behind)[("requests_total", "")] == 5
+
+
+def test_write_behind_flushes_early_rather_than_hold_more_than_its_bound() -> None:
+    registry = CollectorRegistry()
+    _, histogram = _counter_and_histogram(registry)
+    writes = WriteBehind()
+    rows = np.full(100, 0.45)
+    for _ in range(HOLD_AT_MOST // 100 - 1):
+        writes.observe_all(histogram, rows)
+    assert _samples(registry)[("seconds_count", "")] == 0
+    writes.observe_all(histogram, rows)  # the bound reached: written without a flush call
+    assert _samples(registry)[("seconds_count", "")] == HOLD_AT_MOST
+    assert _samples(registry)[("seconds_bucket", "0.5")] == HOLD_AT_MOST
 
 
 def test_write_behind_loses_no_write_made_from_threads_while_it_flushes() -> None:
