@@ -730,9 +730,20 @@ def render_latest() -> tuple[bytes, str]:
     return generate_latest(_registry()), CONTENT_TYPE_LATEST
 
 
+class _HeldBackFirst:
+    """Collects nothing: writes what this process held back before the files are read, so
+    that any exposition of the registry (the stream consumer's own /metrics server too) is
+    current for this process."""
+
+    def collect(self) -> list[Any]:
+        flush_held_back()
+        return []
+
+
 def _registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
+        registry.register(_HeldBackFirst())
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return registry
     from prometheus_client import REGISTRY

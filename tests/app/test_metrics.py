@@ -19,6 +19,7 @@ from app.metrics import (
     Writes,
     WriteThrough,
     default_writes,
+    exposition_registry,
     observe_many,
     render_latest,
 )
@@ -157,3 +158,19 @@ async def test_a_worker_writes_what_it_held_back_every_flush_interval(settings: 
         while REGISTRY.get_sample_value("ml_api_http_requests_total", labels) != before + 1:
             assert time.monotonic() < deadline, "the held-back request count was never written"
             await asyncio.sleep(0.02)  # the flush runs on its own clock: nothing to await
+
+
+def test_a_multiprocess_exposition_writes_what_was_held_back_before_reading_the_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The stream consumer serves /metrics from this registry through prometheus-client's
+    own server, which never calls render_latest."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    registry = CollectorRegistry()
+    counter, _ = _counter_and_histogram(registry)
+    writes = WriteBehind()
+    writes.add(counter, 3)
+    exposed = exposition_registry()
+    assert _samples(registry)[("requests_total", "")] == 0
+    list(exposed.collect())
+    assert _samples(registry)[("requests_total", "")] == 3
