@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -187,11 +188,28 @@ def read_inference_request(body: bytes) -> InferenceRequest:
     return decode_inference_request(parse_json(body) if document is None else document)
 
 
+# A parser keeps its buffers between documents. One per thread: a document is only valid until
+# its parser parses the next, and nothing parsed leaves _simdjson_document as a simdjson object.
+# Bodies above REUSE_UP_TO_BYTES get a parser of their own, so one huge request does not pin
+# its buffers for the life of the worker.
+REUSE_UP_TO_BYTES = 1 << 20
+_parsers = threading.local()
+
+
+def _parser_for(body: bytes) -> simdjson.Parser:
+    if len(body) > REUSE_UP_TO_BYTES:
+        return simdjson.Parser()
+    parser: simdjson.Parser | None = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    return parser
+
+
 def _simdjson_document(body: bytes) -> Any:
     """The body as Python objects, a single ``FP*`` tensor's data (numbers only, nested or
     flat) already a float64 array; None when simdjson cannot read it (orjson names why)."""
     try:
-        document = simdjson.Parser().parse(body)
+        document = _parser_for(body).parse(body)
     except (ValueError, RuntimeError):  # not JSON, or an integer beyond 64 bits
         return None
     with_array = _with_float_array(document)

@@ -10,9 +10,12 @@ import pytest
 
 from app.codecs.oip import (
     FAST_PATH_FROM_BYTES,
+    REUSE_UP_TO_BYTES,
+    InferenceRequest,
     OipColumns,
     OipTensor,
     RequestedOutput,
+    _parser_for,
     decode_inference_request,
     encode_response,
     model_metadata,
@@ -168,6 +171,47 @@ def test_an_integer_beyond_64_bits_is_read_the_general_way() -> None:
     assert isinstance(request.decoded.tensor.values, list)
     with pytest.raises(InvalidInput, match="row 0: feature 'a' is out of range"):
         request.decoded.to_batch(SCHEMA)
+
+
+def _rows(request: InferenceRequest) -> Any:
+    batch = request.decoded.to_batch(SCHEMA)
+    assert batch.matrix is not None
+    return batch.matrix.tolist()
+
+
+def _fast(request: InferenceRequest) -> bool:
+    """Whether the fast path read the request (its tensor's data is already an array)."""
+    assert isinstance(request.decoded, OipTensor)
+    return isinstance(request.decoded.tensor.values, np.ndarray)
+
+
+def test_a_request_read_through_the_shared_parser_outlives_the_next_parse() -> None:
+    first = read_inference_request(_large(tensor([1.0, 2.0, 3.0], [1, 3])))
+    second = read_inference_request(_large(tensor([7.0, 8.0, 9.0, 10.0, 11.0, 12.0], [2, 3])))
+    assert _fast(first)
+    assert _fast(second)
+    assert _rows(first) == [[1.0, 2.0, 3.0]]
+    assert _rows(second) == [[7.0, 8.0, 9.0], [10.0, 11.0, 12.0]]
+
+
+def test_a_document_still_alive_in_the_shared_parser_only_costs_the_fast_path() -> None:
+    """simdjson refuses to reuse a parser while a document of it is referenced; should one
+    ever be kept, requests fall back to orjson instead of failing."""
+    body = _large(tensor([1.0, 2.0, 3.0], [1, 3]))
+    kept = _parser_for(body).parse(body)
+    request = read_inference_request(body)
+    assert not _fast(request)  # orjson read it
+    assert _rows(request) == [[1.0, 2.0, 3.0]]
+    del kept
+    assert _fast(read_inference_request(body))
+
+
+def test_a_body_above_the_reuse_bound_gets_a_parser_of_its_own() -> None:
+    small = _large(tensor([1.0, 2.0, 3.0], [1, 3]))
+    assert _parser_for(small) is _parser_for(small)
+    huge = small.ljust(REUSE_UP_TO_BYTES + 1)
+    assert _parser_for(huge) is not _parser_for(small)
+    assert _fast(read_inference_request(huge))
 
 
 def test_a_small_body_is_read_by_orjson() -> None:
