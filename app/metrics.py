@@ -603,21 +603,15 @@ class WriteBehind:
             self._added[counter] = self._added.get(counter, 0.0) + amount
 
     def observe(self, histogram: Any, value: float) -> None:
-        with self._lock:
-            values = self._observed.get(histogram)
-            if values is None:
-                self._observed[histogram] = [value]
-            else:
-                values.append(value)
+        self._hold(histogram, [value])
 
     def observe_all(self, histogram: Any, values: np.ndarray[Any, Any]) -> None:
-        listed = values.tolist()
+        self._hold(histogram, values.tolist())
+
+    def _hold(self, histogram: Any, values: list[float]) -> None:
         with self._lock:
-            held = self._observed.get(histogram)
-            if held is None:
-                held = self._observed[histogram] = listed
-            else:
-                held.extend(listed)
+            held = self._observed.setdefault(histogram, [])
+            held.extend(values)
             full = len(held) >= HOLD_AT_MOST
         if full:  # big requests between two flushes: bounded memory, not a bounded delay
             self.flush()
@@ -724,9 +718,7 @@ def exposition_registry() -> CollectorRegistry:
 
 
 def render_latest() -> tuple[bytes, str]:
-    """The exposition text: aggregated over workers in multiprocess mode (with what this
-    process held back written first)."""
-    flush_held_back()
+    """The exposition text: aggregated over workers in multiprocess mode."""
     return generate_latest(_registry()), CONTENT_TYPE_LATEST
 
 
@@ -741,6 +733,9 @@ class _HeldBackFirst:
 
 
 def _registry() -> CollectorRegistry:
+    """The registry to read, current with what this process held back: in multiprocess mode
+    every collection writes it first (the registry may be kept, as the stream consumer's
+    /metrics server does); the process-local registry is current once written now."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         registry.register(_HeldBackFirst())
@@ -748,12 +743,12 @@ def _registry() -> CollectorRegistry:
         return registry
     from prometheus_client import REGISTRY
 
+    flush_held_back()
     return REGISTRY
 
 
 def current_samples(prefix: str = "ml_api_") -> list[tuple[str, dict[str, str], float]]:
     """Every sample whose name starts with ``prefix``, summed over this server's workers."""
-    flush_held_back()
     samples: list[tuple[str, dict[str, str], float]] = []
     for family in _registry().collect():
         if not family.name.startswith(prefix):
