@@ -36,7 +36,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 import bench_model  # noqa: E402
-from run import cpu_times, running, steal_since, wrk  # noqa: E402
+from run import cpu_times, rotation, running, steal_since, wrk  # noqa: E402
 
 from tests.local_server import free_port  # noqa: E402
 
@@ -97,8 +97,7 @@ def measure(urls: dict[str, str], body: Path, clients: int, pairs: int, duration
     result = Pairs(clients)
     for i in range(pairs):
         start = cpu_times()
-        order = ("base", "head") if i % 2 == 0 else ("head", "base")
-        for name in order:
+        for name in rotation(["base", "head"], i):
             getattr(result, name).append(wrk(urls[name], body, clients, duration, "1"))
         result.steal_percent = max(result.steal_percent, steal_since(start))
         print(

@@ -35,11 +35,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psutil
 import sklearn
@@ -53,6 +53,7 @@ import bench_model  # noqa: E402
 
 from tests.local_server import free_port, stop_process, wait_until_ok  # noqa: E402
 
+T = TypeVar("T")
 PEER_VENV = BENCH / ".peer-venv"
 PEER_PACKAGES = ["mlserver", "mlserver-sklearn", f"scikit-learn=={sklearn.__version__}", "joblib"]
 RESULT = re.compile(
@@ -140,6 +141,12 @@ class Target:
     bodies: dict[str, Path]
 
 
+def rotation(items: Sequence[T], turn: int) -> list[T]:
+    """``items`` in the order of round ``turn``: A B C, then B C A, ... (A B, then B A)."""
+    first = turn % len(items)
+    return [*items[first:], *items[:first]]
+
+
 def measure_side_by_side(
     targets: list[Target],
     clients: list[int],
@@ -164,8 +171,7 @@ def measure_side_by_side(
             for target in present:  # warm up
                 wrk(target.url, target.bodies[workload], count, min(2, duration), "1")
             for turn in range(repeats):
-                first = turn % len(present)
-                for target in present[first:] + present[:first]:
+                for target in rotation(present, turn):
                     start = cpu_times()
                     runs[target.server].append(
                         wrk(target.url, target.bodies[workload], count, duration, "1")
