@@ -13,7 +13,7 @@ import pytest
 from app.codecs.json_rows import decode_json_rows
 from app.errors import InvalidInput
 from app.registry.meta import FeatureSpec
-from app.serving.inputs import InputLimits, InputSchema
+from app.serving.inputs import FEW_VALUES, InputLimits, InputSchema
 
 FEATURES = [FeatureSpec(name=f"f{i}", dtype="float") for i in range(6)] + [
     FeatureSpec(name="count", dtype="int")
@@ -62,8 +62,9 @@ def test_keys_in_a_different_order_per_row_give_the_schema_order() -> None:
     assert matrix_of(orjson.dumps({"instances": shuffled})) == expected(given)
 
 
-def test_zeros_and_ones_that_are_numbers_pass() -> None:
-    given = rows()
+@pytest.mark.parametrize("n", [4, 50])
+def test_zeros_and_ones_that_are_numbers_pass(n: int) -> None:
+    given = rows(n)
     given[0] |= {"f0": 0, "f1": 1, "f2": 0.0, "f3": 1.0}  # what a bool would convert to
     assert matrix_of(orjson.dumps({"instances": given})) == expected(given)
 
@@ -77,10 +78,14 @@ def body_with(row: int, feature: str, literal: str, n: int = 4) -> bytes:
     return body.replace(b"12345.678", literal.encode())
 
 
+# 4 rows: few enough values that every type is looked at; 50 rows: types are looked at only
+# because a bool turns into a 0 or a 1.
+@pytest.mark.parametrize("n", [4, 50])
 @pytest.mark.parametrize("literal", ["true", "false"])
-def test_a_bool_among_numbers_is_refused_naming_row_and_feature(literal: str) -> None:
+def test_a_bool_among_numbers_is_refused_naming_row_and_feature(literal: str, n: int) -> None:
+    assert (n * len(FEATURES) > FEW_VALUES) == (n == 50)  # both paths, whatever the bound
     with pytest.raises(InvalidInput, match=r"instances\[1\]: feature 'f2' expects a number"):
-        decode_json_rows(body_with(1, "f2", literal)).to_batch(SCHEMA)
+        decode_json_rows(body_with(1, "f2", literal, n)).to_batch(SCHEMA)
 
 
 @pytest.mark.parametrize(
