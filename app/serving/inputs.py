@@ -105,10 +105,11 @@ FEW_VALUES = 256
 def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
     """The values as float64 when every one is a finite, sane int or float, else None.
 
-    ``array.array`` converts in one C loop and refuses strings, None and containers. A bool
-    gets through it (bool is an int subclass) as 0.0 or 1.0, and must not. Each value's type
-    is looked at when there are few values, where that pass costs less than the numpy calls
-    that spare it, or when a 0 or 1 occurs.
+    ``array.array`` converts in one C loop and refuses what a JSON or CSV decoder makes that is
+    not a number: strings, None and containers. A bool gets through it (bool is an int
+    subclass) as 0.0 or 1.0, and must not. Each value's type is looked at when there are few
+    values, where that pass costs less than the numpy calls that spare it, or when a 0 or 1
+    occurs.
     """
     few = len(values) <= FEW_VALUES
     if few and not set(map(type, values)) <= _NUMBERS:
@@ -120,9 +121,13 @@ def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
     maybe_bools = not few and bool(np.any((numbers == 0.0) | (numbers == 1.0)))
     if maybe_bools and not set(map(type, values)) <= _NUMBERS:
         return None
-    if numbers.size and not np.abs(numbers).max() <= MAX_ABS_NUMBER:  # NaN compares False
-        return None
-    return numbers
+    return numbers if _sane(numbers) else None
+
+
+def _sane(numbers: np.ndarray[Any, Any]) -> bool:
+    """Whether every number is finite and at most MAX_ABS_NUMBER in size: one reduction,
+    where NaN compares False (np.all of a comparison costs a Python-level wrapper more)."""
+    return numbers.size == 0 or bool(np.abs(numbers).max() <= MAX_ABS_NUMBER)
 
 
 # Where a value sits, for error messages: a row of the JSON body, a line of the CSV file, a
@@ -285,7 +290,7 @@ class InputSchema:
             )
         self._check_count(int(matrix.shape[0]))
         values = np.asarray(matrix, dtype=np.float64)
-        if np.all(np.abs(values) <= MAX_ABS_NUMBER) and self._ints_whole(values):
+        if _sane(values) and self._ints_whole(values):
             return Batch(None, int(values.shape[0]), matrix=values, names=self.names)
         columns = {name: values[:, i].tolist() for i, name in enumerate(self.names)}
         return self.columns_to_batch(columns, int(values.shape[0]), where)

@@ -60,6 +60,13 @@ def test_nulls_in_a_tensor_are_checked_per_feature() -> None:
         decode_inference_request(tensor([None, 2.0, 3], [1, 3])).decoded.to_batch(SCHEMA)
 
 
+@pytest.mark.parametrize("value", [1e300, -1e16])
+def test_a_float_beyond_the_sane_range_in_a_tensor_is_named(value: float) -> None:
+    request = decode_inference_request(tensor([1.0, value, 3], [1, 3]))
+    with pytest.raises(InvalidInput, match="row 0: feature 'b' is out of range"):
+        request.decoded.to_batch(SCHEMA)
+
+
 def test_a_number_too_large_for_float64_is_named_not_a_crash() -> None:
     request = decode_inference_request(tensor([10**400, 2.0, 3], [1, 3], "INT64"))
     with pytest.raises(InvalidInput, match="row 0: feature 'a' is out of range"):
