@@ -256,6 +256,12 @@ def measure_scaling(
     return results
 
 
+def median_ratio(mine: Measurement, other: Measurement) -> float:
+    """The median of ``mine``'s runs over ``other``'s, round by round (runs of one round are
+    seconds apart, so a slow phase of the machine hits both: steadier than best ÷ best)."""
+    return statistics.median(a / b for a, b in zip(mine.runs, other.runs, strict=True))
+
+
 def scaling_table(results: list[Measurement]) -> str:
     """2 workers against 1 from the alternated runs: best against best, and the median of
     the run-by-run ratios."""
@@ -269,11 +275,10 @@ def scaling_table(results: list[Measurement]) -> str:
         one = paired.get((m.model, m.clients))
         if m.server != TWO_WORKERS or one is None:
             continue
-        ratios = sorted(b / a for a, b in zip(one.runs, m.runs, strict=True))
         lines.append(
             f"| {m.model} | {m.clients} | {' / '.join(f'{r:,.0f}' for r in one.runs)} | "
             f"{' / '.join(f'{r:,.0f}' for r in m.runs)} | {m.rps / one.rps:.2f} | "
-            f"{statistics.median(ratios):.2f} | {m.steal_percent:.1f} % |"
+            f"{median_ratio(m, one):.2f} | {m.steal_percent:.1f} % |"
         )
     return "\n".join(lines)
 
@@ -396,19 +401,26 @@ ML_API_PREDICT = "ml-api /predict"
 
 
 def oip_table(results: list[Measurement]) -> str:
-    """Each figure with ml-api's OIP throughput against MLServer's and against /predict's."""
-    rps = {(m.server, m.workload, m.clients): m.rps for m in results}
+    """Each figure with ml-api's OIP throughput against MLServer's and against /predict's:
+    best against best, and the median of the round-by-round ratios."""
+    points = {(m.server, m.workload, m.clients): m for m in results}
     lines = [
         "| server | workload | clients | req/s | p50 ms | p99 ms | errors | RSS MiB "
-        "| × MLServer | ÷ /predict |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| × MLServer | × MLServer, median of rounds | ÷ /predict | ÷ /predict, median of rounds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in results:
-        peer = rps.get((PEER, m.workload, m.clients))
-        predict = rps.get((ML_API_PREDICT, m.workload, m.clients))
+        peer = points.get((PEER, m.workload, m.clients))
+        predict = points.get((ML_API_PREDICT, m.workload, m.clients))
         mine = m.server == ML_API_OIP
-        versus_peer = f"{m.rps / peer:.2f}" if mine and peer else ""
-        versus_predict = f"{m.rps / predict:.0%}" if mine and predict else ""
+        versus_peer = (
+            f"{m.rps / peer.rps:.2f} | {median_ratio(m, peer):.2f}" if mine and peer else " | "
+        )
+        versus_predict = (
+            f"{m.rps / predict.rps:.0%} | {median_ratio(m, predict):.0%}"
+            if mine and predict
+            else " | "
+        )
         lines.append(
             f"| {m.server} | {m.workload} | {m.clients} | {m.rps:,.0f} | {m.p50_ms:.2f} | "
             f"{m.p99_ms:.2f} | {m.errors} | {m.rss_mib:.0f} | {versus_peer} | {versus_predict} |"
