@@ -111,15 +111,12 @@ def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
     values, where that pass costs less than the numpy calls that spare it, or when a 0 or 1
     occurs.
     """
-    few = len(values) <= FEW_VALUES
-    if few and not set(map(type, values)) <= _NUMBERS:
-        return None
     try:
         numbers = np.frombuffer(array.array("d", values), dtype=np.float64)
     except (TypeError, OverflowError):
         return None
-    maybe_bools = not few and bool(np.any((numbers == 0.0) | (numbers == 1.0)))
-    if maybe_bools and not set(map(type, values)) <= _NUMBERS:
+    look = len(values) <= FEW_VALUES or bool(np.any((numbers == 0.0) | (numbers == 1.0)))
+    if look and not set(map(type, values)) <= _NUMBERS:
         return None
     return numbers if _sane(numbers) else None
 
@@ -207,7 +204,7 @@ class InputSchema:
         the same order, so the rows' values are taken in that order (no lookup by name) and
         the matrix's columns are put in schema order afterwards.
         """
-        if not rows or set(map(type, rows)) != {dict}:
+        if set(map(type, rows)) != {dict}:  # rows_to_batch has refused an empty list
             return None
         order = tuple(rows[0])
         if len(order) != len(self.names) or not self._name_set.issuperset(order):
@@ -215,13 +212,7 @@ class InputSchema:
         if list(map(tuple, rows)).count(order) != len(rows):
             return None
         flat = list(chain.from_iterable(map(dict.values, rows)))
-        numbers = _plain_numbers(flat)
-        if numbers is None:
-            return None
-        matrix = numbers.reshape(len(rows), len(self.names))
-        if order != self._names_tuple:
-            matrix = matrix[:, [order.index(name) for name in self.names]]
-        return matrix if self._ints_whole(matrix) else None
+        return self._numeric_rows(flat, len(rows), order)
 
     def _numeric_matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray[Any, Any] | None:
         """All numeric values of all rows in one array, when they are all plain and sane.
@@ -235,13 +226,19 @@ class InputSchema:
             return None
         return self._numeric_rows([row[name] for row in rows for name in names], len(rows))
 
-    def _numeric_rows(self, flat: list[Any], n_rows: int) -> np.ndarray[Any, Any] | None:
+    def _numeric_rows(
+        self, flat: list[Any], n_rows: int, order: tuple[str, ...] | None = None
+    ) -> np.ndarray[Any, Any] | None:
         """``flat`` (the numeric features of each row, row after row) as a (rows x numeric
-        features) matrix when every value is plain and sane and the int features are whole."""
-        matrix = _plain_numbers(flat)
-        if matrix is None:
+        features) matrix when every value is plain and sane and the int features are whole.
+        ``order``: the features' order in ``flat`` when it is not the schema's (all-numeric
+        schemas); the matrix's columns are put in schema order."""
+        numbers = _plain_numbers(flat)
+        if numbers is None:
             return None
-        matrix = matrix.reshape(n_rows, len(self._numeric_names))
+        matrix = numbers.reshape(n_rows, len(self._numeric_names))
+        if order is not None and order != self._names_tuple:
+            matrix = matrix[:, [order.index(name) for name in self.names]]
         return matrix if self._ints_whole(matrix) else None
 
     def _ints_whole(self, matrix: np.ndarray[Any, Any]) -> bool:
