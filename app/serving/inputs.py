@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,13 @@ def _sane(numbers: np.ndarray[Any, Any]) -> bool:
     return numbers.size == 0 or bool(np.abs(numbers).max() <= MAX_ABS_NUMBER)
 
 
+def _values_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """A row's values in the order of ``names``, as a tuple: one C call per row."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    return lambda row: tuple(row[name] for name in names)  # itemgetter of one: a bare value
+
+
 # Where a value sits, for error messages: a row of the JSON body, a line of the CSV file, a
 # row of a tensor.
 Locate = Callable[[int], str]
@@ -156,7 +164,7 @@ class InputSchema:
             if f.dtype == "int"
         ]
         self._all_numeric = len(self._numeric_names) == len(self.features)
-        self._names_tuple = tuple(self.names)
+        self._values_of = _values_getter(self.names)
         self._known = {
             f.name: frozenset(f.categories or ()) for f in self.features if f.dtype == "category"
         }
@@ -196,23 +204,23 @@ class InputSchema:
         return Batch(columns=columns, n_rows=len(rows), unknown_categories=unknown)
 
     def _plain_matrix(self, rows: Sequence[Any]) -> np.ndarray[Any, Any] | None:
-        """The rows as one matrix when every row is an object with exactly the schema's keys,
-        in one order, and every value a plain, sane number; else None, and the checking path
-        names what is wrong.
+        """The rows as one matrix when every row is an object with exactly the schema's keys
+        and every value a plain, sane number; else None, and the checking path names what is
+        wrong.
 
-        The usual request, checked with C-level passes: a client writes every row's keys in
-        the same order, so the rows' values are taken in that order (no lookup by name) and
-        the matrix's columns are put in schema order afterwards.
+        The usual request, checked with C-level passes: as many keys as features in every
+        row, and each feature found (one ``itemgetter`` per row, which takes the values in
+        schema order, whatever order the client wrote the keys in).
         """
         if set(map(type, rows)) != {dict}:  # rows_to_batch has refused an empty list
             return None
-        order = tuple(rows[0])
-        if len(order) != len(self.names) or not self._name_set.issuperset(order):
+        if set(map(len, rows)) != {len(self.names)}:
             return None
-        if list(map(tuple, rows)).count(order) != len(rows):
+        try:
+            flat = list(chain.from_iterable(map(self._values_of, rows)))
+        except KeyError:
             return None
-        flat = list(chain.from_iterable(map(dict.values, rows)))
-        return self._numeric_rows(flat, len(rows), order)
+        return self._numeric_rows(flat, len(rows))
 
     def _numeric_matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray[Any, Any] | None:
         """All numeric values of all rows in one array, when they are all plain and sane.
@@ -226,19 +234,13 @@ class InputSchema:
             return None
         return self._numeric_rows([row[name] for row in rows for name in names], len(rows))
 
-    def _numeric_rows(
-        self, flat: list[Any], n_rows: int, order: tuple[str, ...] | None = None
-    ) -> np.ndarray[Any, Any] | None:
+    def _numeric_rows(self, flat: list[Any], n_rows: int) -> np.ndarray[Any, Any] | None:
         """``flat`` (the numeric features of each row, row after row) as a (rows x numeric
-        features) matrix when every value is plain and sane and the int features are whole.
-        ``order``: the features' order in ``flat`` when it is not the schema's (all-numeric
-        schemas); the matrix's columns are put in schema order."""
+        features) matrix when every value is plain and sane and the int features are whole."""
         numbers = _plain_numbers(flat)
         if numbers is None:
             return None
         matrix = numbers.reshape(n_rows, len(self._numeric_names))
-        if order is not None and order != self._names_tuple:
-            matrix = matrix[:, [order.index(name) for name in self.names]]
         return matrix if self._ints_whole(matrix) else None
 
     def _ints_whole(self, matrix: np.ndarray[Any, Any]) -> bool:
