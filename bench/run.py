@@ -262,6 +262,15 @@ def median_ratio(mine: Measurement, other: Measurement) -> float:
     return statistics.median(a / b for a, b in zip(mine.runs, other.runs, strict=True))
 
 
+def ratio_cells(
+    mine: Measurement, other: Measurement, spec: str = ".2f", paired: bool = True
+) -> str:
+    """Two table cells: best ÷ best, and the median of the round-by-round ratios (left empty
+    when the two were not measured in the same rounds)."""
+    median = format(median_ratio(mine, other), spec) if paired else ""
+    return f"{format(mine.rps / other.rps, spec)} | {median}"
+
+
 def scaling_table(results: list[Measurement]) -> str:
     """2 workers against 1 from the alternated runs: best against best, and the median of
     the run-by-run ratios."""
@@ -277,8 +286,8 @@ def scaling_table(results: list[Measurement]) -> str:
             continue
         lines.append(
             f"| {m.model} | {m.clients} | {' / '.join(f'{r:,.0f}' for r in one.runs)} | "
-            f"{' / '.join(f'{r:,.0f}' for r in m.runs)} | {m.rps / one.rps:.2f} | "
-            f"{median_ratio(m, one):.2f} | {m.steal_percent:.1f} % |"
+            f"{' / '.join(f'{r:,.0f}' for r in m.runs)} | {ratio_cells(m, one)} | "
+            f"{m.steal_percent:.1f} % |"
         )
     return "\n".join(lines)
 
@@ -394,8 +403,7 @@ def table(results: list[Measurement]) -> str:
         ratio = " | "
         if peer and m.server.startswith("ml-api"):
             # The scaling runs alternate with each other, not with the peers' rounds.
-            rounds = m.server not in (ONE_WORKER_PAIRED, TWO_WORKERS)
-            ratio = f"{m.rps / peer.rps:.2f} | {f'{median_ratio(m, peer):.2f}' if rounds else ''}"
+            ratio = ratio_cells(m, peer, paired=m.server not in (ONE_WORKER_PAIRED, TWO_WORKERS))
         lines.append(
             f"| {m.model} | {m.server} | {m.workload} | {m.clients} | {m.rps:,.0f} | "
             f"{m.spread_percent:.0f} % | {m.p50_ms:.2f} | {m.p99_ms:.2f} | {m.errors} | "
@@ -421,14 +429,8 @@ def oip_table(results: list[Measurement]) -> str:
         peer = points.get((PEER, m.workload, m.clients))
         predict = points.get((ML_API_PREDICT, m.workload, m.clients))
         mine = m.server == ML_API_OIP
-        versus_peer = (
-            f"{m.rps / peer.rps:.2f} | {median_ratio(m, peer):.2f}" if mine and peer else " | "
-        )
-        versus_predict = (
-            f"{m.rps / predict.rps:.0%} | {median_ratio(m, predict):.0%}"
-            if mine and predict
-            else " | "
-        )
+        versus_peer = ratio_cells(m, peer) if mine and peer else " | "
+        versus_predict = ratio_cells(m, predict, ".0%") if mine and predict else " | "
         lines.append(
             f"| {m.server} | {m.workload} | {m.clients} | {m.rps:,.0f} | {m.p50_ms:.2f} | "
             f"{m.p99_ms:.2f} | {m.errors} | {m.rss_mib:.0f} | {versus_peer} | {versus_predict} |"

@@ -164,7 +164,7 @@ class InputSchema:
             if f.dtype == "int"
         ]
         self._all_numeric = len(self._numeric_names) == len(self.features)
-        self._values_of = _values_getter(self.names)
+        self._numeric_values = _values_getter(self._numeric_names)
         self._known = {
             f.name: frozenset(f.categories or ()) for f in self.features if f.dtype == "category"
         }
@@ -216,11 +216,10 @@ class InputSchema:
             return None
         if set(map(len, rows)) != {len(self.names)}:
             return None
-        try:
-            flat = list(chain.from_iterable(map(self._values_of, rows)))
+        try:  # all-numeric: the numeric features are all the features
+            return self._numeric_rows(rows)
         except KeyError:
             return None
-        return self._numeric_rows(flat, len(rows))
 
     def _numeric_matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray[Any, Any] | None:
         """All numeric values of all rows in one array, when they are all plain and sane.
@@ -229,18 +228,18 @@ class InputSchema:
         unusual (a null, a string, a bool, a huge number) returns None and the per-column
         path finds and names it.
         """
-        names = self._numeric_names
-        if not names:
+        if not self._numeric_names:
             return None
-        return self._numeric_rows([row[name] for row in rows for name in names], len(rows))
+        return self._numeric_rows(rows)
 
-    def _numeric_rows(self, flat: list[Any], n_rows: int) -> np.ndarray[Any, Any] | None:
-        """``flat`` (the numeric features of each row, row after row) as a (rows x numeric
-        features) matrix when every value is plain and sane and the int features are whole."""
-        numbers = _plain_numbers(flat)
+    def _numeric_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray[Any, Any] | None:
+        """The rows' numeric features as a (rows x numeric features) matrix in schema order
+        when every value is plain and sane and the int features are whole; KeyError when a
+        row lacks one of them."""
+        numbers = _plain_numbers(list(chain.from_iterable(map(self._numeric_values, rows))))
         if numbers is None:
             return None
-        matrix = numbers.reshape(n_rows, len(self._numeric_names))
+        matrix = numbers.reshape(len(rows), len(self._numeric_names))
         return matrix if self._ints_whole(matrix) else None
 
     def _ints_whole(self, matrix: np.ndarray[Any, Any]) -> bool:
