@@ -25,7 +25,11 @@ from app.api import (
     retraining,
     v2,
 )
-from app.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from app.api.middleware import (
+    BodySizeLimitMiddleware,
+    DirectRoutesMiddleware,
+    RequestMetricsMiddleware,
+)
 from app.container import Container
 from app.errors import InvalidInput, ServiceError, Unauthorized
 from app.metrics import ServiceMetrics
@@ -95,7 +99,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.container = container
     app.router.routes.append(predict.route)
     oip = v2.OipEndpoints(settings.oip_model_name, VERSION)
-    app.router.routes.extend(oip.routes)
+    oip_routes = oip.routes
+    app.router.routes.extend(oip_routes)
     for module in (experiments, admin, deployment, feedback, retraining, health):
         app.include_router(module.router)
     docs.install(app)
@@ -103,6 +108,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     metrics = container.metrics()
     _install_error_handlers(app, metrics)
 
+    # Each middleware added wraps those added before it: this one is the innermost.
+    infer = next(route for route in oip_routes if route.name == v2.INFER_ROUTE)
+    app.add_middleware(
+        DirectRoutesMiddleware,
+        routes=[(predict.route, {}), (infer, {"name": settings.oip_model_name})],
+        handlers=app.exception_handlers,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -65,6 +65,7 @@ ROUTE_TEMPLATES = (
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
+INFER_ROUTE = "oip_infer"
 
 
 def oip_status(exc: ServiceError) -> int:
@@ -115,7 +116,7 @@ class OipEndpoints:
             return Route(path, _oip(handler), methods=[method], name=name)
 
         return [  # inference first: the router tries routes in order
-            route("/v2/models/{name}/infer", self.infer, "POST", "oip_infer"),
+            route("/v2/models/{name}/infer", self.infer, "POST", INFER_ROUTE),
             route(
                 "/v2/models/{name}/versions/{version}/infer",
                 self.infer,

@@ -1,13 +1,17 @@
-"""Request metrics label routes by path or template; docs and health are not traffic."""
+"""Request metrics label routes by path or template; docs and health are not traffic. The
+inference paths go straight to their endpoints, with the app's error handlers."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from starlette.types import Receive, Scope, Send
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
-from app.api.middleware import RequestMetricsMiddleware
+from app.api.middleware import DirectRoutesMiddleware, RequestMetricsMiddleware
 from app.metrics import NullMetrics
 
 
@@ -64,3 +68,84 @@ async def test_label_is_the_path_or_its_template(path: str, label: str | None) -
 
     await middleware(scope, receive, send)
     assert metrics.handlers == ([] if label is None else [label])
+
+
+# -- direct routes ---------------------------------------------------------------------------
+class Refused(ValueError):
+    pass
+
+
+class RefusedHarder(Refused):
+    pass
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"handled": type(exc).__name__}, status_code=422)
+
+
+async def _call(app: Any, method: str, path: str) -> tuple[int, bytes]:
+    scope: dict[str, Any] = {"type": "http", "method": method, "path": path, "headers": []}
+    sent: list[Message] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def _direct(fail_with: Exception | None = None) -> tuple[DirectRoutesMiddleware, list[str]]:
+    """The middleware over an inner app that answers 299 "inner" and records its paths."""
+    inner_paths: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        inner_paths.append(scope["path"])
+        await PlainTextResponse("inner", status_code=299)(scope, receive, send)
+
+    async def infer(request: Request) -> Response:
+        if fail_with is not None:
+            raise fail_with
+        return PlainTextResponse(f"direct {request.path_params['name']}")
+
+    route = Route("/v2/models/{name}/infer", infer, methods=["POST"], name="infer")
+    middleware = DirectRoutesMiddleware(
+        inner, routes=[(route, {"name": "ml-api"})], handlers={Refused: _refused}
+    )
+    return middleware, inner_paths
+
+
+async def test_the_direct_path_is_served_by_its_endpoint_with_its_path_parameters() -> None:
+    middleware, inner_paths = _direct()
+    assert await _call(middleware, "POST", "/v2/models/ml-api/infer") == (200, b"direct ml-api")
+    assert inner_paths == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/models/ml-api/infer"),  # another method of that path
+        ("POST", "/v2/models/other/infer"),  # another path of that route: the router's 404
+        ("POST", "/v2/models/ml-api/infer/"),
+        ("POST", "/predict"),
+    ],
+)
+async def test_everything_else_takes_the_usual_way(method: str, path: str) -> None:
+    middleware, inner_paths = _direct()
+    assert await _call(middleware, method, path) == (299, b"inner")
+    assert inner_paths == [path]
+
+
+async def test_an_error_is_answered_by_the_handler_for_its_type_or_a_base_type() -> None:
+    for error in (Refused("no"), RefusedHarder("no")):
+        middleware, _ = _direct(fail_with=error)
+        status, body = await _call(middleware, "POST", "/v2/models/ml-api/infer")
+        assert (status, body) == (422, b'{"handled":"%s"}' % type(error).__name__.encode())
+
+
+async def test_an_error_without_a_handler_propagates_to_the_server_error_layer() -> None:
+    middleware, _ = _direct(fail_with=KeyError("surprise"))
+    with pytest.raises(KeyError, match="surprise"):
+        await _call(middleware, "POST", "/v2/models/ml-api/infer")
