@@ -53,6 +53,25 @@ def test_keys_in_another_order_give_the_schema_order() -> None:
     assert matrix_of(orjson.dumps({"instances": shuffled})) == expected(given)
 
 
+def test_a_later_row_out_of_schema_order_is_read_by_name() -> None:
+    # The first rows in schema order, then one with two keys swapped: read in order, the
+    # swapped row's two values would land in each other's column.
+    given = rows(4)
+    swapped = {"f1": given[3]["f1"], "f0": given[3]["f0"], **given[3]}
+    assert list(swapped) == ["f1", "f0", *NAMES[2:]]
+    body = orjson.dumps({"instances": [*given[:3], swapped]})
+    assert matrix_of(body) == expected(given)
+
+
+def test_rows_of_new_key_objects_in_schema_order_become_the_matrix() -> None:
+    # Rows built here, not parsed: no key is the same object as the schema's or the first
+    # row's, so only equal names can make the in-order read.
+    given = [{"".join(name): value for name, value in row.items()} for row in rows()]
+    batch = SCHEMA.rows_to_batch(given)
+    assert batch.matrix is not None
+    assert batch.matrix.tolist() == expected(given)
+
+
 def test_keys_in_a_different_order_per_row_give_the_schema_order() -> None:
     given = rows(8)
     shuffled = [
