@@ -118,7 +118,7 @@ def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
     except (struct.error, TypeError, OverflowError):
         return None
     numbers = np.frombuffer(packed, dtype=np.float64)
-    look = len(values) <= FEW_VALUES or bool(np.any((numbers == 0.0) | (numbers == 1.0)))
+    look = len(values) <= FEW_VALUES or bool(((numbers == 0.0) | (numbers == 1.0)).any())
     if look and not set(map(type, values)) <= _NUMBERS:
         return None
     return numbers if _sane(numbers) else None
