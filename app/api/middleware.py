@@ -180,7 +180,7 @@ class DirectRoutesMiddleware:
             await self.app(scope, receive, send)
             return
         endpoint, params = direct
-        scope["path_params"] = params
+        scope["path_params"] = dict(params)  # the request's own, as the router makes it
         request = Request(scope, receive, send)
         try:
             response = await endpoint(request)

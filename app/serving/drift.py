@@ -7,11 +7,11 @@ columns to a bounded window; PSI is computed periodically off the request path.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
-import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -131,21 +131,40 @@ class DriftMonitor:
                 del self._windows[tag]
 
     def compute(self, profiles: Mapping[str, FeatureProfile], tag: str) -> dict[str, float]:
+        """PSI of each feature of ``tag``'s window against its training profile."""
+        return {f: v for f, v in self._psi_by_feature(profiles, tag) if v is not None}
+
+    async def measure(self, profiles: Mapping[str, FeatureProfile], tag: str) -> dict[str, float]:
+        """:meth:`compute` on the event loop, one feature per turn of the loop.
+
+        A few milliseconds of numpy in all (30 features, 5,000 rows). In a worker thread it
+        took the GIL from the busy event loop again at every numpy call, and one block on the
+        loop holds every request in flight for all of it; one feature a turn holds them for
+        about a tenth of a millisecond at a time. Measured on the heavy model, single rows at
+        8 clients, drift every second (bench README): p99 4.4-4.8 ms this way, 4.7-5.6 ms
+        in a thread, 5.1-7.3 ms in one block, 3.5-4.1 ms with no drift at all.
+        """
+        result: dict[str, float] = {}
+        for feature, value in self._psi_by_feature(profiles, tag):
+            if value is not None:
+                result[feature] = value
+            await asyncio.sleep(0)
+        return result
+
+    def _psi_by_feature(
+        self, profiles: Mapping[str, FeatureProfile], tag: str
+    ) -> Iterator[tuple[str, float | None]]:
+        """Each profiled feature of the window with its PSI (None when there is none)."""
         with self._lock:
             window = self._windows.get(tag)
             if window is None or not window[0]:
-                return {}
+                return
             chunks = list(window[0])
         columns = _window_columns(chunks, self._window_rows)
-        result: dict[str, float] = {}
         for feature, profile in profiles.items():
-            if feature not in columns:
-                continue
-            value = feature_psi(profile, columns[feature])
-            if value is not None and math.isfinite(value):
-                result[feature] = value
-            time.sleep(0)  # runs in a worker thread: let the event loop have the GIL
-        return result
+            if feature in columns:
+                value = feature_psi(profile, columns[feature])
+                yield feature, value if value is not None and math.isfinite(value) else None
 
 
 def _window_columns(chunks: list[Batch], window_rows: int) -> dict[str, np.ndarray[Any, Any]]:

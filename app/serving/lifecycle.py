@@ -15,8 +15,6 @@ import resource
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import anyio.to_thread
-
 from app.feedback.bandit import BanditLoop
 from app.feedback.recorder import PredictionRecorder
 from app.feedback.report import ReportExporter
@@ -163,7 +161,7 @@ class WorkerLifecycle:
                 if not profiles:
                     continue
                 try:
-                    values = await anyio.to_thread.run_sync(self._drift.compute, profiles, tag)
+                    values = await self._drift.measure(profiles, tag)
                 except Exception:
                     logger.exception("drift computation failed for %s", tag)
                     continue

@@ -135,3 +135,28 @@ def test_all_numeric_window_gives_the_same_psi_as_columns() -> None:
     psi = by_matrix.compute(profiles, "m")
     assert psi == pytest.approx(by_columns.compute(profiles, "m"))
     assert psi["f1"] > alert_threshold() > psi["f0"]
+
+
+async def test_measure_gives_computes_figures_one_feature_per_turn_of_the_loop() -> None:
+    schema = InputSchema(features(), InputLimits(max_rows=10_000, max_string_length=256))
+    monitor = DriftMonitor(window_rows=1000)
+    monitor.record("m", schema.rows_to_batch(sample_rows(344)))
+    profiles = _profiles()
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    before = turns
+    measured = await monitor.measure(profiles, "m")
+    turns_during = turns - before
+    counter.cancel()
+    assert measured == pytest.approx(monitor.compute(profiles, "m"))
+    assert set(measured) == {f.name for f in features()}
+    # Other tasks ran between the features: the loop was never held for all of them.
+    assert turns_during >= len(profiles) - 1
