@@ -219,11 +219,11 @@ class InputSchema:
             return None
         if set(map(len, rows)) != {len(self.names)}:
             return None
-        if self._keys_in_schema_order(rows):
-            return self._matrix_of(list(chain.from_iterable(map(dict.values, rows))), len(rows))
-        try:  # all-numeric: the numeric features are all the features
-            return self._numeric_rows(rows)
-        except KeyError:
+        # All-numeric: the numeric features are all the features.
+        values = dict.values if self._keys_in_schema_order(rows) else self._numeric_values
+        try:
+            return self._matrix_of(rows, values)
+        except KeyError:  # by name, a row lacks a feature
             return None
 
     def _keys_in_schema_order(self, rows: Sequence[dict[str, Any]]) -> bool:
@@ -246,23 +246,18 @@ class InputSchema:
         """
         if not self._numeric_names:
             return None
-        return self._numeric_rows(rows)
+        return self._matrix_of(rows, self._numeric_values)
 
-    def _numeric_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray[Any, Any] | None:
-        """The rows' numeric features as a (rows x numeric features) matrix in schema order
-        when every value is plain and sane and the int features are whole; KeyError when a
-        row lacks one of them."""
-        return self._matrix_of(
-            list(chain.from_iterable(map(self._numeric_values, rows))), len(rows)
-        )
-
-    def _matrix_of(self, values: list[Any], n_rows: int) -> np.ndarray[Any, Any] | None:
-        """The numeric features' values, row after row in schema order, as a matrix when
-        every one is plain and sane and the int features are whole; else None."""
-        numbers = _plain_numbers(values)
+    def _matrix_of(
+        self, rows: Sequence[Mapping[str, Any]], values: Callable[[Any], Iterable[Any]]
+    ) -> np.ndarray[Any, Any] | None:
+        """The rows' numeric features as a (rows x numeric features) matrix, when every value
+        is plain and sane and the int features are whole; else None. ``values`` gives a row's
+        numeric values in schema order (a KeyError when it looks up a missing one)."""
+        numbers = _plain_numbers(list(chain.from_iterable(map(values, rows))))
         if numbers is None:
             return None
-        matrix = numbers.reshape(n_rows, len(self._numeric_names))
+        matrix = numbers.reshape(len(rows), len(self._numeric_names))
         return matrix if self._ints_whole(matrix) else None
 
     def _ints_whole(self, matrix: np.ndarray[Any, Any]) -> bool:
