@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -420,19 +420,38 @@ class ServiceMetrics:
         self,
         tag: str,
         role: str,
-        counts: Mapping[str, int],
-        confidence: np.ndarray[Any, Any],
+        classes: Sequence[str],
+        probabilities: np.ndarray[Any, Any],
         unknown_categories: Mapping[str, int],
     ) -> None:
-        """One model call's rows: ``counts`` rows per top class, each row's confidence."""
-        writes = self._writes
-        if role != "shadow":
-            writes.observe(ROWS_PER_REQUEST, len(confidence))
-        for label, count in counts.items():
-            writes.add(self._child(PREDICTIONS, tag, role, label), count)
-        writes.observe_all(self._child(CONFIDENCE, tag, role), confidence)
+        """One model answer (a request's, or a shadow call's): its rows by top class, each
+        row's confidence (the top class's probability), and, but for shadows, its size.
+
+        The answers are counted in bulk (see :meth:`Writes.hold`): on a held-back flush the
+        argmax, max and bucketing of many requests cost about what one request's did.
+        """
+        key = (tag, role, tuple(classes))
+        self._writes.hold(self._count_rows, key, probabilities, len(probabilities))
         for feature, count in unknown_categories.items():
-            writes.add(self._child(UNKNOWN_CATEGORIES, tag, feature), count)
+            self._writes.add(self._child(UNKNOWN_CATEGORIES, tag, feature), count)
+
+    def _count_rows(
+        self, key: tuple[str, str, tuple[str, ...]], answers: list[np.ndarray[Any, Any]]
+    ) -> None:
+        # Runs when the writes are due (at once, or at a held-back flush): writes directly.
+        tag, role, classes = key
+        probabilities = answers[0] if len(answers) == 1 else np.concatenate(answers)
+        top = probabilities.argmax(axis=1)
+        counts = np.bincount(top, minlength=len(classes)).tolist()
+        for label, count in zip(classes, counts, strict=True):
+            if count:
+                self._child(PREDICTIONS, tag, role, label).inc(count)
+        # The top class's probability by index: max(axis=1) takes twice argmax's time.
+        confidence = probabilities[np.arange(len(top)), top]
+        observe_many(self._child(CONFIDENCE, tag, role), confidence)
+        if role != "shadow":
+            rows = np.fromiter(map(len, answers), dtype=np.float64, count=len(answers))
+            observe_many(ROWS_PER_REQUEST, rows)
 
     def flush(self) -> None:
         """Write what this process holds back (see :class:`WriteBehind`)."""
@@ -551,12 +570,23 @@ def observe_many(histogram: Any, values: np.ndarray[Any, Any]) -> None:
     total.inc(float(values.sum()))
 
 
+# Turns the values held under one key into writes. It runs when they are due (see
+# Writes.hold), so it writes to the collectors directly.
+Apply = Callable[[Any, list[Any]], None]
+
+
 class Writes(Protocol):
     """How the per-request counters and histograms reach their collectors."""
 
     def add(self, counter: Any, amount: float = 1.0) -> None: ...
     def observe(self, histogram: Any, value: float) -> None: ...
     def observe_all(self, histogram: Any, values: np.ndarray[Any, Any]) -> None: ...
+
+    def hold(self, apply: Apply, key: Any, value: Any, size: int) -> None:
+        """``apply(key, values)`` on the values held under ``(apply, key)``, in the order
+        they came; ``size`` is what one value weighs against the bound on what is held."""
+        ...
+
     def flush(self) -> None: ...
 
 
@@ -572,12 +602,16 @@ class WriteThrough:
     def observe_all(self, histogram: Any, values: np.ndarray[Any, Any]) -> None:
         observe_many(histogram, values)
 
+    def hold(self, apply: Apply, key: Any, value: Any, size: int) -> None:
+        apply(key, [value])
+
     def flush(self) -> None:
         return None
 
 
-# Values one histogram may hold before the write that reaches this many flushes: at 1,000
-# 100-row requests a second, the confidence histogram would hold 100,000 floats by the flush.
+# What may be held before the write that reaches this many flushes: values per histogram, and
+# rows of held answers. At 1,000 100-row requests a second, the confidence histogram would
+# hold 100,000 floats by the flush.
 HOLD_AT_MOST = 10_000
 
 
@@ -596,6 +630,8 @@ class WriteBehind:
         self._lock = threading.Lock()
         self._added: dict[Any, float] = {}
         self._observed: dict[Any, list[float]] = {}
+        self._held: dict[tuple[Apply, Any], list[Any]] = {}
+        self._held_size = 0
         _held_back.add(self)
 
     def add(self, counter: Any, amount: float = 1.0) -> None:
@@ -616,7 +652,23 @@ class WriteBehind:
         if full:  # big requests between two flushes: bounded memory, not a bounded delay
             self.flush()
 
+    def hold(self, apply: Apply, key: Any, value: Any, size: int) -> None:
+        with self._lock:
+            held = self._held.get((apply, key))
+            if held is None:
+                held = self._held[apply, key] = []
+            held.append(value)
+            self._held_size += size
+            full = self._held_size >= HOLD_AT_MOST
+        if full:
+            self.flush()
+
     def flush(self) -> None:
+        with self._lock:
+            held, self._held = self._held, {}
+            self._held_size = 0
+        for (apply, key), values in held.items():
+            apply(key, values)
         with self._lock:
             added, self._added = self._added, {}
             observed, self._observed = self._observed, {}

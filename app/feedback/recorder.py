@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio.to_thread
 
@@ -26,6 +27,14 @@ from app.metrics import ServiceMetrics
 from app.serving.routing import Router
 
 logger = logging.getLogger(__name__)
+
+
+class Answer(Protocol):
+    """A model's answer to one request (a ``PredictionResult``): its labels are asked for
+    only when feedback is on, since they cost a pass over the rows."""
+
+    @property
+    def labels(self) -> list[str]: ...
 
 
 class PredictionRecorder:
@@ -52,12 +61,13 @@ class PredictionRecorder:
         self._flush_lock = asyncio.Lock()
 
     def served(
-        self, request_id: str | None, tag: str, role: str, revision: int, labels: list[str]
+        self, request_id: str | None, tag: str, role: str, revision: int, answer: Answer
     ) -> str:
         """The id to answer a served request with (``request_id``, the caller's, or a new one
         of ours); keeps what feedback needs to join it. On the request path: no I/O."""
         if self._store is None:
             return self._ids.issue() if request_id is None else request_id
+        labels = answer.labels
         rows = self._rows
         rows[tag] = rows.get(tag, 0) + len(labels)
         if request_id is None:

@@ -102,7 +102,7 @@ class PredictionService:
         if tag is None and plan.spec.candidates:  # routed in a split: for the SRM check
             self._recorder.assigned(plan.record.revision, plan.router, chosen)
         request_id = self._recorder.served(
-            request_id, model.tag, role, plan.record.revision, result.labels
+            request_id, model.tag, role, plan.record.revision, result
         )
         if role == "primary" and plan.spec.shadows:
             shadows = [plan.models[t] for t in plan.router.shadows()]
@@ -138,6 +138,6 @@ class PredictionService:
     ) -> None:
         self._metrics.model_served(tag, role, seconds)
         self._metrics.rows_predicted(
-            tag, role, result.class_counts(), result.confidence, batch.unknown_categories
+            tag, role, result.classes, result.probabilities, batch.unknown_categories
         )
         self._drift.record(tag, batch)

@@ -177,7 +177,7 @@ class ShadowMirror:
             start = end
         labels = shadow.labels
         self._metrics.rows_predicted(
-            shadow.model_tag, "shadow", shadow.class_counts(), shadow.confidence, {}
+            shadow.model_tag, "shadow", shadow.classes, shadow.probabilities, {}
         )
         for primary_tag, parts in by_primary.items():
             answers = [m.answer for m, _ in parts]

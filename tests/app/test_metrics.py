@@ -174,3 +174,77 @@ def test_a_multiprocess_exposition_writes_what_was_held_back_before_reading_the_
     assert _samples(registry)[("requests_total", "")] == 0
     list(exposed.collect())
     assert _samples(registry)[("requests_total", "")] == 3
+
+
+def _series(prefix: str, tag: str) -> dict[tuple[str, str, str, str], float]:
+    """Every sample of the process registry named ``prefix``* for model ``tag``."""
+    return {
+        (s.name, s.labels["role"], s.labels.get("label", ""), s.labels.get("le", "")): s.value
+        for metric in REGISTRY.collect()
+        for s in metric.samples
+        if s.name.startswith(prefix) and s.labels.get("model_tag") == tag
+    }
+
+
+def _rows_per_request() -> dict[str, float]:
+    return {
+        s.labels.get("le", "sum"): s.value
+        for metric in REGISTRY.collect()
+        for s in metric.samples
+        if s.name in ("ml_api_rows_per_request_bucket", "ml_api_rows_per_request_sum")
+    }
+
+
+def test_answers_held_back_are_counted_as_if_written_one_by_one() -> None:
+    """Held answers are counted in bulk at the flush: by top label, confidence per row, and
+    rows per request (not for shadows), the same as each request written at once."""
+    rng = np.random.default_rng(3)
+    answers = [rng.dirichlet([1.0, 1.0, 1.0], size=n) for n in (1, 7, 100, 2)]
+    answers[0][0] = [0.2, 0.3, 0.5]  # a top class exactly on a confidence bucket bound
+    classes = ["x", "y", "z"]
+    results: dict[str, tuple[dict[tuple[str, str, str, str], float], dict[str, float]]] = {}
+    for name, writes in (("through", WriteThrough()), ("behind", WriteBehind())):
+        metrics = ServiceMetrics(writes=writes)
+        rows_before = _rows_per_request()
+        for answer in answers:
+            metrics.rows_predicted(f"{name}-held", "primary", classes, answer, {})
+            metrics.rows_predicted(f"{name}-held", "shadow", classes, answer, {})
+        metrics.flush()
+        rows_after = _rows_per_request()
+        rows = {le: rows_after[le] - rows_before.get(le, 0.0) for le in rows_after}
+        series = {**_series("ml_api_predictions", f"{name}-held")}
+        series |= _series("ml_api_prediction_confidence", f"{name}-held")
+        results[name] = series, rows
+    expected_series, expected_rows = results["through"]
+    got_series, got_rows = results["behind"]
+    tops = np.concatenate([a.argmax(axis=1) for a in answers])
+    for role in ("primary", "shadow"):
+        assert expected_series[("ml_api_predictions_total", role, "y", "")] == np.sum(tops == 1)
+        assert expected_series[("ml_api_prediction_confidence_bucket", role, "", "0.5")] >= 1
+    assert expected_rows["+Inf"] == len(answers)  # the shadows' answers are not requests
+    assert expected_rows["sum"] == 110
+    assert got_rows == pytest.approx(expected_rows)
+    assert got_series.keys() == expected_series.keys()
+    for key, value in expected_series.items():
+        assert got_series[key] == pytest.approx(value), key
+
+
+def test_write_behind_applies_what_it_holds_in_order_and_flushes_at_its_bound() -> None:
+    writes = WriteBehind()
+    applied: list[tuple[str, list[int]]] = []
+
+    def apply(key: str, values: list[int]) -> None:
+        applied.append((key, values))
+
+    writes.hold(apply, "a", 1, size=10)
+    writes.hold(apply, "b", 2, size=10)
+    writes.hold(apply, "a", 3, size=10)
+    assert applied == []
+    writes.flush()
+    assert sorted(applied) == [("a", [1, 3]), ("b", [2])]
+    writes.flush()  # nothing held: nothing applied twice
+    assert len(applied) == 2
+    writes.hold(apply, "a", 4, size=HOLD_AT_MOST - 1)
+    assert len(applied) == 2
+    writes.hold(apply, "a", 5, size=1)  # the bound reached: applied without a flush call
+    assert applied[-1] == ("a", [4, 5])
