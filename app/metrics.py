@@ -431,7 +431,7 @@ class ServiceMetrics:
         argmax, max and bucketing of many requests cost about what one request's did.
         """
         key = (tag, role, tuple(classes))
-        self._writes.hold(self._count_rows, key, probabilities, len(probabilities))
+        self._writes.hold(self._count_rows, key, probabilities, probabilities.size)
         for feature, count in unknown_categories.items():
             self._writes.add(self._child(UNKNOWN_CATEGORIES, tag, feature), count)
 
@@ -610,8 +610,8 @@ class WriteThrough:
 
 
 # What may be held before the write that reaches this many flushes: values per histogram, and
-# rows of held answers. At 1,000 100-row requests a second, the confidence histogram would
-# hold 100,000 floats by the flush.
+# probabilities of held answers. At 1,000 100-row requests a second, the confidence histogram
+# would hold 100,000 floats by the flush.
 HOLD_AT_MOST = 10_000
 
 

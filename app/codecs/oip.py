@@ -115,7 +115,7 @@ class OipTensor:
         return []
 
     def to_batch(self, schema: InputSchema) -> Batch:
-        categorical = [f.name for f in schema.features if f.dtype == "category"]
+        categorical = schema.categorical
         if categorical:
             raise _bad(
                 f"input {self.tensor.name!r}: this model has categorical features "

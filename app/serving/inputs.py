@@ -125,9 +125,11 @@ def _plain_numbers(values: list[Any]) -> np.ndarray[Any, Any] | None:
 
 
 def _sane(numbers: np.ndarray[Any, Any]) -> bool:
-    """Whether every number is finite and at most MAX_ABS_NUMBER in size: one reduction,
-    where NaN compares False (np.all of a comparison costs a Python-level wrapper more)."""
-    return numbers.size == 0 or bool(np.abs(numbers).max() <= MAX_ABS_NUMBER)
+    """Whether every number is finite and at most MAX_ABS_NUMBER in size. NaN makes max and
+    min NaN, which compares False; two reductions, and no temporary array as abs() makes."""
+    return numbers.size == 0 or (
+        bool(numbers.max() <= MAX_ABS_NUMBER) and bool(numbers.min() >= -MAX_ABS_NUMBER)
+    )
 
 
 def _values_getter(names: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -159,6 +161,7 @@ class InputSchema:
         self.names = [feature.name for feature in self.features]
         self._name_set = frozenset(self.names)
         self._numeric_names = [f.name for f in self.features if f.dtype != "category"]
+        self.categorical = [f.name for f in self.features if f.dtype == "category"]
         self._numeric_index = {name: i for i, name in enumerate(self._numeric_names)}
         self._int_positions = [
             i
