@@ -14,6 +14,7 @@ from app.container import Container
 from app.metrics import (
     CONFIDENCE_BUCKETS,
     HOLD_AT_MOST,
+    HOLD_ITEMS_AT_MOST,
     ServiceMetrics,
     WriteBehind,
     Writes,
@@ -248,3 +249,8 @@ def test_write_behind_applies_what_it_holds_in_order_and_flushes_at_its_bound() 
     assert len(applied) == 2
     writes.hold(apply, "a", 5, size=1)  # the bound reached: applied without a flush call
     assert applied[-1] == ("a", [4, 5])
+    for value in range(HOLD_ITEMS_AT_MOST - 1):  # many small values: bounded by their number
+        writes.hold(apply, "b", value, size=1)
+    assert len(applied) == 3
+    writes.hold(apply, "b", -1, size=1)
+    assert applied[-1] == ("b", [*range(HOLD_ITEMS_AT_MOST - 1), -1])
