@@ -390,7 +390,9 @@ def timed_swap(http: httpx.Client, tag: str) -> float:
 @pytest.mark.slow
 def test_sigkill_during_swaps_leaves_one_consistent_active_model(registry_dir: Path) -> None:
     """Kill the server at several points of a swap (before, while loading, around the
-    pointer write, after): the pointer always parses and a restart serves exactly it."""
+    registry writes, after): the deployment record and its ``active.json`` mirror always
+    parse, and a restart serves exactly the record's primary. The mirror is written second, so
+    a kill between the two writes can leave it one swap behind the record."""
     registry = ModelRegistry(str(registry_dir))
     server = Server(str(registry_dir)).start()
     outcomes: list[tuple[float, str, str]] = []
@@ -399,25 +401,29 @@ def test_sigkill_during_swaps_leaves_one_consistent_active_model(registry_dir: P
             # Measure a swap in each direction; the kill delays span that duration.
             duration = max(timed_swap(http, "boost"), timed_swap(http, "base"))
         for fraction in (0.2, 0.6, 1.0):
-            current = registry.read_active()
+            current = registry.read_deployment()
             assert current is not None
-            target = "boost" if current.tag == "base" else "base"
+            target = "boost" if current.spec.primary == "base" else "base"
             sock = send_swap_and_forget(server.port, target)
             time.sleep(fraction * duration)  # the fault lands at a chosen time, not on an event
             assert server.stop(signal.SIGKILL) == -signal.SIGKILL
             sock.close()
 
-            pointer = registry.read_active()  # raises if it does not parse
+            record = registry.read_deployment()  # raises if it does not parse
+            pointer = registry.read_active()  # the mirror: raises if it does not parse
+            assert record is not None
             assert pointer is not None
-            assert pointer.tag in {current.tag, target}
-            outcomes.append((fraction, target, pointer.tag))
+            primary = record.spec.primary
+            assert primary in {current.spec.primary, target}
+            assert pointer.tag in {current.spec.primary, target}
+            outcomes.append((fraction, target, primary))
 
             server = Server(str(registry_dir)).start()
             with server.client() as http:
                 ready = http.get("/v2/health/ready").json()
-                assert (ready["status"], ready["model_tag"]) == ("ready", pointer.tag), outcomes
-                assert served_tag(http) == pointer.tag
+                assert (ready["status"], ready["model_tag"]) == ("ready", primary), outcomes
+                assert served_tag(http) == primary
             assert ModelRegistry(str(registry_dir)).list_tags() == ["base", "boost"]
     finally:
         server.stop()
-    print("kill fraction of a swap, target, pointer after restart:", outcomes)
+    print("kill fraction of a swap, target, primary after restart:", outcomes)
