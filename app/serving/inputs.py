@@ -168,7 +168,7 @@ class InputSchema:
             for i, f in enumerate(f for f in self.features if f.dtype != "category")
             if f.dtype == "int"
         ]
-        self._all_numeric = len(self._numeric_names) == len(self.features)
+        self._all_numeric = not self.categorical
         self._numeric_values = _values_getter(self._numeric_names)
         self._known = {
             f.name: frozenset(f.categories or ()) for f in self.features if f.dtype == "category"
