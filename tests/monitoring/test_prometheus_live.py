@@ -185,9 +185,16 @@ def _query(prometheus_url: str, expr: str) -> dict[str, Any]:
     return body
 
 
+def _ready_with_data(prometheus_url: str, expr: str) -> bool:
+    # A Prometheus still starting answers 503 in plain text: not yet, rather than a failure.
+    if httpx.get(f"{prometheus_url}/-/ready", timeout=10).status_code != 200:
+        return False
+    return bool(_query(prometheus_url, expr)["data"]["result"])
+
+
 def _wait_for(prometheus_url: str, expr: str, timeout: float = 60) -> None:
     wait_until(
-        lambda: bool(_query(prometheus_url, expr)["data"]["result"]),
+        lambda: _ready_with_data(prometheus_url, expr),
         timeout,
         f"Prometheus has data for {expr!r}",
     )
