@@ -112,8 +112,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     infer = next(route for route in oip_routes if route.name == v2.INFER_ROUTE)
     app.add_middleware(
         DirectRoutesMiddleware,
-        routes=[(predict.route, {}), (infer, {"name": settings.oip_model_name})],
+        routes=[(predict.route, {})],
         handlers=app.exception_handlers,
+        raw=[(infer, {"name": settings.oip_model_name}, oip.infer_direct)],
     )
     if settings.cors_origins:
         app.add_middleware(

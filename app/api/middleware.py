@@ -148,12 +148,14 @@ class DirectRoutesMiddleware:
     The router and Starlette's exception and exit-stack layers cost about 18 µs of a
     140 µs single-row request (bench/oip_profile.py's setup, in-process); for these routes
     they do nothing the endpoint needs. Placed inside every other middleware, so metrics, the
-    body limit and CORS see these requests as any other. An error the endpoint raises is
-    answered by the app's handler for its type, as the exception layer would; one with no
-    handler propagates to the server-error layer, as before.
+    body limit and CORS see these requests as any other.
 
-    ``routes`` pairs each route with the path parameters of the one path served directly
-    (the OIP model name); other paths of the route, and other methods, take the usual way.
+    ``routes`` pairs each Starlette route with the path parameters of the one path served
+    directly (the OIP model name); other paths of the route, and other methods, take the usual
+    way. An error its endpoint raises is answered by the app's handler for its type, as the
+    exception layer would; one with no handler propagates to the server-error layer, as
+    before. ``raw`` routes are served by a plain ASGI app instead of the route's endpoint
+    (same triples, the app last); such an app answers its own errors.
     """
 
     def __init__(
@@ -161,25 +163,35 @@ class DirectRoutesMiddleware:
         app: ASGIApp,
         routes: Iterable[tuple[Route, Mapping[str, str]]],
         handlers: Mapping[Any, Any],
+        raw: Iterable[tuple[Route, Mapping[str, str], ASGIApp]] = (),
     ) -> None:
         self.app = app
         self._handlers = handlers  # the app's own mapping, read at each error
-        self._endpoints: dict[tuple[str, str], tuple[Callable[..., Any], dict[str, str]]] = {}
+        self._apps: dict[tuple[str, str], ASGIApp] = {}
         for route, params in routes:
-            path = str(route.url_path_for(route.name, **params))
-            for method in route.methods or ():
-                self._endpoints[method, path] = (route.endpoint, dict(params))
+            self._add(route, params, functools.partial(self._serve, route.endpoint, dict(params)))
+        for route, params, direct in raw:
+            self._add(route, params, direct)
+
+    def _add(self, route: Route, params: Mapping[str, str], direct: ASGIApp) -> None:
+        path = str(route.url_path_for(route.name, **params))
+        for method in route.methods or ():
+            self._apps[method, path] = direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         direct = (
-            self._endpoints.get((scope["method"], scope["path"]))
-            if scope["type"] == "http"
-            else None
+            self._apps.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
         )
-        if direct is None:
-            await self.app(scope, receive, send)
-            return
-        endpoint, params = direct
+        await (self.app if direct is None else direct)(scope, receive, send)
+
+    async def _serve(
+        self,
+        endpoint: Callable[[Request], Awaitable[Response]],
+        params: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
         scope["path_params"] = dict(params)  # the request's own, as the router makes it
         request = Request(scope, receive, send)
         try:

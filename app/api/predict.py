@@ -33,10 +33,16 @@ MAX_KEY_LENGTH = 256
 def request_id_of(request: Request) -> str | None:
     """The caller's X-Request-ID when it is a sane token; None when there is none (the
     prediction gets one of ours)."""
-    given = request.headers.get(REQUEST_ID_HEADER)
-    if given is None:
-        return None
-    if not REQUEST_ID.fullmatch(given):
+    return checked_request_id(request.headers.get(REQUEST_ID_HEADER))
+
+
+def routing_key_of(request: Request) -> str | None:
+    """X-ML-API-Key: requests with the same key are served by the same arm."""
+    return checked_key(request.headers.get(KEY_HEADER))
+
+
+def checked_request_id(given: str | None) -> str | None:
+    if given is not None and not REQUEST_ID.fullmatch(given):
         raise InvalidHeader(
             "header X-Request-ID must be 1-128 characters of letters, digits and . _ : -",
             reason="invalid_request_id",
@@ -44,9 +50,7 @@ def request_id_of(request: Request) -> str | None:
     return given
 
 
-def routing_key_of(request: Request) -> str | None:
-    """X-ML-API-Key: requests with the same key are served by the same arm."""
-    key = request.headers.get(KEY_HEADER)
+def checked_key(key: str | None) -> str | None:
     if key is not None and not 0 < len(key) <= MAX_KEY_LENGTH:
         raise InvalidHeader(
             f"header X-ML-API-Key must be 1-{MAX_KEY_LENGTH} characters", reason="invalid_key"

@@ -6,9 +6,11 @@ version, so ``/versions/<tag>/infer`` pins one. The repository extension maps ``
 the published experiments and ``load`` onto a hot swap.
 
 Plain Starlette routes, like ``/predict``: the container's services are read from
-``app.state.container`` (test overrides apply), bodies are parsed with orjson, and every error
-is answered in the OIP shape ``{"error": "..."}`` with the protocol's status codes (400 for a
-bad request). The OpenAPI operations are declared by :func:`document`.
+``app.state.container`` (test overrides apply), and every error is answered in the OIP shape
+``{"error": "..."}`` with the protocol's status codes (400 for a bad request). Inference on the
+deployment's model name, the hot path, is served by :meth:`OipEndpoints.infer_direct`, a plain
+ASGI app with the same core and the same answers. The OpenAPI operations are declared by
+:func:`document`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,21 @@ from typing import Any
 import anyio.to_thread
 import orjson
 from pydantic.json_schema import models_json_schema
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from app.api.predict import MAX_KEY_LENGTH, request_id_of, routing_key_of
+from app.api.asgi import headers_of, read_body, send_json
+from app.api.predict import (
+    KEY_HEADER,
+    MAX_KEY_LENGTH,
+    REQUEST_ID_HEADER,
+    checked_key,
+    checked_request_id,
+    request_id_of,
+    routing_key_of,
+)
 from app.codecs.json_rows import parse_json
 from app.codecs.oip import encode_response, model_metadata, read_inference_request
 from app.container import Container
@@ -66,6 +78,7 @@ ROUTE_TEMPLATES = (
 
 Handler = Callable[[Request], Awaitable[Response]]
 INFER_ROUTE = "oip_infer"
+INFER_HEADERS = (REQUEST_ID_HEADER.encode(), KEY_HEADER.encode())
 
 
 def oip_status(exc: ServiceError) -> int:
@@ -80,23 +93,36 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
+def _error_answer(
+    exc: Exception, container: Container, method: str, path: str
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """Status, body and extra headers of the OIP answer to an error; call it from the
+    ``except`` block (an unexpected error is logged with its traceback)."""
+    if not isinstance(exc, ServiceError):
+        logger.exception("unhandled error on %s %s", method, path)
+        return 500, orjson.dumps({"error": "internal server error"}), []
+    if isinstance(exc, InvalidInput):
+        container.metrics().request_invalid(exc.reason)
+    status = oip_status(exc)
+    if status >= 500:
+        logger.warning("%s %s: %s", method, path, exc.message)
+    headers = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+    return status, orjson.dumps({"error": exc.message}), headers
+
+
 def _oip(handler: Handler) -> Handler:
     """Answer domain errors and surprises in the OIP error shape."""
 
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
-        except ServiceError as exc:
-            if isinstance(exc, InvalidInput):
-                request.app.state.container.metrics().request_invalid(exc.reason)
-            status = oip_status(exc)
-            if status >= 500:
-                logger.warning("%s %s: %s", request.method, request.url.path, exc.message)
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return _json({"error": exc.message}, status, headers)
-        except Exception:
-            logger.exception("unhandled error on %s %s", request.method, request.url.path)
-            return _json({"error": "internal server error"}, 500)
+        except Exception as exc:
+            status, body, headers = _error_answer(
+                exc, request.app.state.container, request.method, request.url.path
+            )
+            response = Response(body, status_code=status, media_type=JSON)
+            response.raw_headers.extend(headers)
+            return response
 
     return wrapped
 
@@ -200,25 +226,55 @@ class OipEndpoints:
 
     # -- inference ---------------------------------------------------------------------
     async def infer(self, request: Request) -> Response:
+        """Inference through the router: a pinned version, or a name that is not ours."""
         self._check_name(request)
-        service = request.app.state.container.prediction_service()
-        request_id = request_id_of(request)
-        key = routing_key_of(request)
-        oip = read_inference_request(await request.body())
-        prediction = await service.predict(
-            oip.decoded, request_id=request_id, key=key, tag=request.path_params.get("version")
+        body, served_id = await self._infer(
+            request.app.state.container,
+            await request.body(),
+            request_id_of(request),
+            routing_key_of(request),
+            request.path_params.get("version"),
         )
-        body = encode_response(
+        return Response(body, media_type=JSON, headers={"X-Request-ID": served_id})
+
+    async def infer_direct(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v2/models/<our name>/infer`` as a plain ASGI app, handed the request by
+        :class:`~app.api.middleware.DirectRoutesMiddleware`: the same answers as
+        :meth:`infer`, with no Starlette ``Request`` or ``Response`` (see ``app.api.asgi``)."""
+        container: Container = scope["app"].state.container
+        try:
+            request_id, key = headers_of(scope, *INFER_HEADERS)
+            checked_id, checked = checked_request_id(request_id), checked_key(key)
+            body, served_id = await self._infer(
+                container, await read_body(receive), checked_id, checked, None
+            )
+        except ClientDisconnect:
+            return  # no one to answer
+        except Exception as exc:
+            status, body, headers = _error_answer(exc, container, "POST", scope["path"])
+            await send_json(send, body, status, headers)
+            return
+        await send_json(send, body, headers=[(b"x-request-id", served_id.encode("latin-1"))])
+
+    async def _infer(
+        self,
+        container: Container,
+        body: bytes,
+        request_id: str | None,
+        key: str | None,
+        version: str | None,
+    ) -> tuple[bytes, str]:
+        """The serialised InferenceResponse and the request id that served."""
+        service = container.prediction_service()
+        oip = read_inference_request(body)
+        prediction = await service.predict(oip.decoded, request_id=request_id, key=key, tag=version)
+        response = encode_response(
             prediction.result,
             model_name=self.model_name,
             request_id=oip.id if oip.id is not None else prediction.request_id,
             outputs=oip.outputs,
         )
-        return Response(
-            orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-            media_type=JSON,
-            headers={"X-Request-ID": prediction.request_id},
-        )
+        return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY), prediction.request_id
 
     # -- repository extension ----------------------------------------------------------
     async def repository_index(self, request: Request) -> Response:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from app.registry.store import ModelRegistry
@@ -377,6 +378,28 @@ def test_body_that_is_not_json_is_400(http: httpx.Client) -> None:
 
 def test_body_over_the_byte_limit_is_413_in_the_oip_shape(http: httpx.Client) -> None:
     answer = http.post(INFER, content=b" " * (MAX_BYTES + 1))
+    assert_oip_error(answer, 413, f"larger than {MAX_BYTES} bytes")
+
+
+def _chunks(body: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_a_body_streamed_in_chunks_is_read_whole(http: httpx.Client) -> None:
+    body = orjson.dumps(pandas_request(ROWS, FEATURES, request_id="streamed"))
+    whole = http.post(INFER, content=body, headers={"Content-Type": "application/json"})
+    streamed = http.post(
+        INFER, content=_chunks(body, 97), headers={"Content-Type": "application/json"}
+    )
+    assert "content-length" not in streamed.request.headers  # sent chunked
+    assert streamed.status_code == whole.status_code == 200, streamed.text
+    assert streamed.json() == whole.json()
+
+
+def test_a_streamed_body_over_the_byte_limit_is_413_in_the_oip_shape(http: httpx.Client) -> None:
+    answer = http.post(INFER, content=_chunks(b" " * (MAX_BYTES + 1), 8192))
+    assert "content-length" not in answer.request.headers
     assert_oip_error(answer, 413, f"larger than {MAX_BYTES} bytes")
 
 

@@ -149,3 +149,27 @@ async def test_an_error_without_a_handler_propagates_to_the_server_error_layer()
     middleware, _ = _direct(fail_with=KeyError("surprise"))
     with pytest.raises(KeyError, match="surprise"):
         await _call(middleware, "POST", "/v2/models/ml-api/infer")
+
+
+async def test_a_raw_route_is_served_by_its_asgi_app_and_everything_else_as_before() -> None:
+    inner_paths: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        inner_paths.append(scope["path"])
+        await PlainTextResponse("inner", status_code=299)(scope, receive, send)
+
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse(f"raw {scope['path']}")(scope, receive, send)
+
+    async def unused(request: Request) -> Response:
+        raise AssertionError("the raw app serves this path, not the route's endpoint")
+
+    route = Route("/v2/models/{name}/infer", unused, methods=["POST"], name="infer")
+    middleware = DirectRoutesMiddleware(
+        inner, routes=[], handlers={}, raw=[(route, {"name": "ml-api"}, raw)]
+    )
+    path = "/v2/models/ml-api/infer"
+    assert await _call(middleware, "POST", path) == (200, f"raw {path}".encode())
+    assert await _call(middleware, "POST", "/v2/models/other/infer") == (299, b"inner")
+    assert await _call(middleware, "GET", path) == (299, b"inner")
+    assert inner_paths == ["/v2/models/other/infer", path]
