@@ -175,7 +175,10 @@ class MicroBatcher:
                     else:
                         _fail(taken[0][1], exc)
                     continue
-                self._record_cost(queue.model, seconds)
+                # Per request, as a shared inline call counts it. Counted per call, the
+                # estimate of a cheap model batched behind a thread hop grows with the batch,
+                # and one slow call kept it off the loop for as long as the load lasted.
+                self._record_cost(queue.model, seconds / len(taken))
                 self._hand_out(taken, probabilities)
         finally:
             # Dropping the queue drops its reference to the model, so a replaced model can be
