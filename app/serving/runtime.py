@@ -98,6 +98,8 @@ class SklearnRuntime:
     on named columns; an all-numeric model fitted on arrays gets one 2-D float array."""
 
     name = "sklearn"
+    # Only computes (no I/O, no waits): the batcher may time its calls by CPU time.
+    computes_only = True
 
     def __init__(self, estimator: Any, features: Sequence[FeatureSpec]) -> None:
         self._estimator = estimator
@@ -122,6 +124,7 @@ class OnnxRuntime:
     against scikit-learn (labels identical, probabilities within tolerance)."""
 
     name = "onnx"
+    computes_only = True  # as SklearnRuntime's
 
     def __init__(self, model_bytes: bytes, features: Sequence[FeatureSpec]) -> None:
         import onnxruntime as ort

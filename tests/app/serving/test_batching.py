@@ -329,3 +329,49 @@ async def test_a_model_cheap_per_request_in_thread_batches_comes_back_to_the_loo
             break
     assert threading.get_ident() in runtime.threads  # called inline again
     assert max(runtime.calls) > 1  # the thread calls were shared
+
+
+class _Preempted:
+    """A runtime that only computes, whose every call is held up for 1 ms without using the
+    CPU: what a preemption, or the wait for the GIL after a call in a worker thread, does."""
+
+    computes_only = True
+
+    def __init__(self, inner: RecordingRuntime) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def predict_proba(self, batch: Batch) -> np.ndarray[Any, Any]:
+        time.sleep(2 * INLINE_BELOW_SECONDS)
+        return self.inner.predict_proba(batch)
+
+
+async def test_a_computing_runtime_is_timed_by_cpu_so_being_held_up_keeps_it_inline(
+    registry: ModelRegistry,
+) -> None:
+    model, runtime = recorded(registry, "base", seconds=0.0, runtime="onnx")
+    model.runtime = _Preempted(runtime)
+    model.call_seconds = INLINE_BELOW_SECONDS / 10
+    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
+    batch = model.schema.rows_to_batch(sample_rows(1))
+    for _ in range(5):
+        await batcher.predict_proba(model, batch)
+    assert runtime.threads == {threading.get_ident()}  # timed by wall, the 4th went off the loop
+    assert model.call_seconds < INLINE_BELOW_SECONDS
+
+
+async def test_a_queue_that_never_runs_empty_still_hands_a_cheap_model_back_to_the_loop(
+    registry: ModelRegistry,
+) -> None:
+    # The estimate says "expensive" (one slow call), the calls are cheap, and 64 requests are
+    # queued at once, 4 to a call: the queue never runs empty while they are served. The
+    # queue used to last until it did, so under steady load every call went through a thread.
+    model, runtime = recorded(registry, "base", seconds=0.0, runtime="onnx")
+    model.call_seconds = INLINE_BELOW_SECONDS * 4
+    batcher = MicroBatcher(max_rows=4, max_wait_seconds=0.0)
+    batch = model.schema.rows_to_batch(sample_rows(1))
+    answers = await _burst(batcher, model, [batch] * 64)
+    assert not any(isinstance(answer, Exception) for answer in answers)
+    assert sum(runtime.calls) == 64
+    assert len(runtime.threads - {threading.get_ident()}) == 1  # it started behind a thread
+    assert threading.get_ident() in runtime.threads  # and came back to the loop mid-queue
