@@ -83,6 +83,9 @@ class RecordingRuntime:
         self.inner = inner
         self.name = inner.name
         self.seconds = seconds
+        # Timed like the runtime it wraps (by CPU time) unless it sleeps to stand for a slow
+        # call, which only wall time sees.
+        self.computes_only = seconds == 0 and getattr(inner, "computes_only", False)
         self.calls: list[int] = []
         self.threads: set[int] = set()
 
