@@ -137,16 +137,24 @@ async def test_a_failing_call_fails_its_requests(registry: ModelRegistry) -> Non
         )
 
 
+def _thought_expensive(
+    registry: ModelRegistry, max_rows: int, estimate: float, seconds: float = 0.0
+) -> tuple[LoadedModel, RecordingRuntime, MicroBatcher, Batch]:
+    """An ONNX model whose cost estimate says ``estimate`` (a slow measurement) whatever its
+    calls cost (``seconds`` each, slept), its batcher and a one-row batch."""
+    model, runtime = recorded(registry, "base", seconds=seconds, runtime="onnx")
+    model.call_seconds = estimate
+    batch = model.schema.rows_to_batch(sample_rows(1))
+    return model, runtime, MicroBatcher(max_rows=max_rows, max_wait_seconds=0.0), batch
+
+
 async def test_a_cheap_model_comes_back_to_the_loop_while_the_loop_is_busy(
     registry: ModelRegistry,
 ) -> None:
     # The estimate says "expensive" (a slow first measurement), the calls are cheap, and the
     # event loop is busy: a request resumes well after its thread call ended. Counting that
     # wait as the model's cost would keep it off the loop for as long as the load lasts.
-    model, runtime = recorded(registry, "base", seconds=0.0, runtime="onnx")
-    model.call_seconds = INLINE_BELOW_SECONDS * 4
-    batcher = MicroBatcher(max_rows=64, max_wait_seconds=0.0)
-    batch = model.schema.rows_to_batch(sample_rows(1))
+    model, runtime, batcher, batch = _thought_expensive(registry, 64, INLINE_BELOW_SECONDS * 4)
 
     async def busy_loop() -> None:
         while True:
@@ -319,10 +327,9 @@ async def test_a_model_cheap_per_request_in_thread_batches_comes_back_to_the_loo
     # it for each of 16 requests sharing it. Counted per call, the estimate of a model batched
     # behind a thread hop stayed over the bound for as long as the load lasted (seen in the
     # benchmark at 32 clients: one slow inline call, then thread hops until the load ended).
-    model, runtime = recorded(registry, "base", seconds=2 * INLINE_BELOW_SECONDS, runtime="onnx")
-    model.call_seconds = 2 * INLINE_BELOW_SECONDS
-    batcher = MicroBatcher(max_rows=1000, max_wait_seconds=0.0)
-    batch = model.schema.rows_to_batch(sample_rows(1))
+    model, runtime, batcher, batch = _thought_expensive(
+        registry, 1000, 2 * INLINE_BELOW_SECONDS, seconds=2 * INLINE_BELOW_SECONDS
+    )
     for _ in range(30):
         assert not any(isinstance(r, Exception) for r in await _burst(batcher, model, [batch] * 16))
         if threading.get_ident() in runtime.threads:
@@ -366,10 +373,7 @@ async def test_a_queue_that_never_runs_empty_still_hands_a_cheap_model_back_to_t
     # The estimate says "expensive" (one slow call), the calls are cheap, and 64 requests are
     # queued at once, 4 to a call: the queue never runs empty while they are served. The
     # queue used to last until it did, so under steady load every call went through a thread.
-    model, runtime = recorded(registry, "base", seconds=0.0, runtime="onnx")
-    model.call_seconds = INLINE_BELOW_SECONDS * 4
-    batcher = MicroBatcher(max_rows=4, max_wait_seconds=0.0)
-    batch = model.schema.rows_to_batch(sample_rows(1))
+    model, runtime, batcher, batch = _thought_expensive(registry, 4, INLINE_BELOW_SECONDS * 4)
     answers = await _burst(batcher, model, [batch] * 64)
     assert not any(isinstance(answer, Exception) for answer in answers)
     assert sum(runtime.calls) == 64
